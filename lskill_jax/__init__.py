@@ -1,0 +1,1 @@
+"""lskill_jax: compile textual agent skills into LoRA adapters (LatentSkill) in JAX."""

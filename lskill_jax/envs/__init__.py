@@ -1,0 +1,1 @@
+"""Environments the agents act in (ALFWorld, Search-QA)."""
