@@ -1,1 +1,17 @@
-"""lskill_jax: compile textual agent skills into LoRA adapters (LatentSkill) in JAX."""
+"""lskill_jax: compile textual agent skills into LoRA adapters (LatentSkill) in JAX.
+
+    import lskill_jax as lsj
+    bb = lsj.load_backbone("smollm2-135m")
+    print(lsj.generate(bb, ["What is the capital of France?"], max_new_tokens=32))
+"""
+
+from lskill_jax.backbone import (Backbone, BackboneConfig, UnsupportedConfigError,
+                                 WeightMismatchError, load_backbone, random_backbone, with_mesh)
+from lskill_jax.inference import TokenRangeError, forward, generate, generate_ids
+from lskill_jax.sharding import make_mesh
+
+__all__ = [
+    "Backbone", "BackboneConfig", "TokenRangeError", "UnsupportedConfigError",
+    "WeightMismatchError", "forward", "generate", "generate_ids", "load_backbone",
+    "make_mesh", "random_backbone", "with_mesh",
+]

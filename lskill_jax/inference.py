@@ -1,0 +1,234 @@
+"""The public inference entry points: `forward` and `generate` on a loaded Backbone.
+
+These are thin host-side wrappers: they validate inputs, tokenize, place arrays with their
+shardings, and call the pure functions of `backbone.model` / `backbone.generation` through
+`jax.jit` with explicit in/out shardings (compiled once per shape and kept).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+
+from lskill_jax import sharding as shd
+from lskill_jax.backbone import generation, model
+from lskill_jax.backbone.loading import Backbone
+
+_PROMPT_BUCKET = 32
+
+
+class TokenRangeError(ValueError):
+  """Token ids outside [0, vocab_size)."""
+
+
+def check_tokens(tokens: np.ndarray, vocab_size: int) -> np.ndarray:
+  tokens = np.asarray(tokens)
+  if tokens.ndim != 2 or not np.issubdtype(tokens.dtype, np.integer):
+    raise ValueError(f"tokens must be an integer array [batch, time]; got {tokens.dtype}{list(tokens.shape)}.")
+  if tokens.size and (tokens.min() < 0 or tokens.max() >= vocab_size):
+    bad = tokens[(tokens < 0) | (tokens >= vocab_size)]
+    raise TokenRangeError(
+        f"token ids must lie in [0, {vocab_size}) for this model; found {bad[:5].tolist()}. "
+        "Was the text tokenized with another model's tokenizer?")
+  return tokens.astype(np.int32)
+
+
+def _lora_args(bb: Backbone, adapter, alpha):
+  if adapter is None:
+    return None, jnp.float32(0.0)
+  return adapter.mount(bb, alpha)
+
+
+@functools.lru_cache(maxsize=128)
+def _jit(fn: Callable, static: tuple, in_shardings, out_shardings):
+  kwargs = dict(static)
+  if in_shardings is None:
+    return jax.jit(functools.partial(fn, **kwargs))
+  return jax.jit(functools.partial(fn, **kwargs), in_shardings=in_shardings,
+                 out_shardings=out_shardings)
+
+
+def _shardings_of(tree):
+  leaves, treedef = jax.tree.flatten(tree)
+  return jax.tree.unflatten(treedef, [x.sharding for x in leaves])
+
+
+class _Hashable:
+  """Wraps a pytree of shardings so it can key the jit cache."""
+
+  def __init__(self, tree):
+    self.tree = tree
+    leaves, self.treedef = jax.tree.flatten(tree)
+    self.key = (self.treedef, tuple(leaves))
+
+  def __hash__(self):
+    return hash(self.key)
+
+  def __eq__(self, other):
+    return isinstance(other, _Hashable) and self.key == other.key
+
+
+def _call(fn, mesh: Mesh | None, static: dict, args: tuple, out_logical: Any = None,
+          out_shapes: Any = None):
+  """Calls jit(fn) with the committed shardings of `args` as in_shardings (under the mesh)."""
+  static_key = tuple(sorted(static.items()))
+  if mesh is None:
+    return _jit(fn, static_key, None, None)(*args)
+  in_sh = _Hashable(_shardings_of(args))
+  out_sh = _Hashable(jax.tree.map(lambda lg, s: shd.named_sharding(mesh, lg, s), out_logical,
+                                  out_shapes, is_leaf=shd._is_logical))
+  f = _jit_sharded(fn, static_key, in_sh, out_sh)
+  with jax.set_mesh(mesh):
+    return f(*args)
+
+
+@functools.lru_cache(maxsize=128)
+def _jit_sharded(fn, static_key, in_sh: _Hashable, out_sh: _Hashable):
+  return jax.jit(functools.partial(fn, **dict(static_key)), in_shardings=in_sh.tree,
+                 out_shardings=out_sh.tree)
+
+
+def _put(x, mesh: Mesh | None, logical):
+  x = jnp.asarray(x)
+  if mesh is None:
+    return x
+  return jax.device_put(x, shd.named_sharding(mesh, logical, x.shape))
+
+
+def _forward_impl(params, tokens, segment_ids, positions, lora, lora_coef, *, cfg, remat):
+  return model.forward(params, cfg, tokens, segment_ids=segment_ids, positions=positions,
+                       lora=lora, lora_coef=lora_coef, remat=remat)
+
+
+def forward(bb: Backbone, tokens, *, segment_ids=None, positions=None, attention_mask=None,
+            adapter=None, alpha: float = 1.0, remat: bool = False) -> jax.Array:
+  """Logits float32 [B, T, V] for token ids int32 [B, T].
+
+  attention_mask [B, T] (1 = token, 0 = padding) or segment_ids [B, T] (packed sequences,
+  0 = padding) restrict attention; positions default to the index inside each segment.
+  `adapter` (an `lsj.Adapter`) is mounted unmerged with coefficient `alpha`.
+  """
+  cfg = bb.config
+  tokens = check_tokens(tokens, cfg.vocab_size)
+  if segment_ids is None:
+    segment_ids = np.ones(tokens.shape, np.int32) if attention_mask is None else np.asarray(attention_mask)
+  segment_ids = np.asarray(segment_ids, np.int32)
+  if segment_ids.shape != tokens.shape:
+    raise ValueError(f"segment_ids/attention_mask shape {segment_ids.shape} != tokens shape {tokens.shape}")
+  if positions is None:
+    positions = model.segment_positions(jnp.asarray(segment_ids))
+  mesh = bb.mesh
+  lora, coef = _lora_args(bb, adapter, alpha)
+  args = (bb.params, _put(tokens, mesh, ("batch", "act_seq")),
+          _put(segment_ids, mesh, ("batch", "act_seq")),
+          _put(np.asarray(positions, np.int32), mesh, ("batch", "act_seq")),
+          lora, _put(coef, mesh, (None,) * np.ndim(coef)))
+  out_shape = (*tokens.shape, cfg.vocab_size)
+  return _call(_forward_impl, mesh, {"cfg": cfg, "remat": remat}, args,
+               ("batch", "act_seq", "act_vocab"), out_shape)
+
+
+# ----------------------------------------------------------------------------- generation
+
+
+def _generate_impl(params, prompt, mask, key, temperature, top_p, lora, lora_coef, *, cfg,
+                   max_new_tokens, stop_ids, pad_id, greedy):
+  return generation.generate_tokens(
+      params, cfg, prompt, mask, key, max_new_tokens=max_new_tokens, stop_ids=stop_ids,
+      pad_id=pad_id, greedy=greedy, temperature=temperature, top_p=top_p, lora=lora,
+      lora_coef=lora_coef)
+
+
+def left_pad(seqs: Sequence[Sequence[int]], pad_id: int, bucket: int = _PROMPT_BUCKET):
+  """Left-pads token lists to a common length rounded up to `bucket` (fewer recompiles)."""
+  if not seqs or any(len(s) == 0 for s in seqs):
+    raise ValueError("every prompt must have at least one token.")
+  P = max(len(s) for s in seqs)
+  P = -(-P // bucket) * bucket
+  tokens = np.full((len(seqs), P), pad_id, np.int32)
+  mask = np.zeros((len(seqs), P), np.int32)
+  for i, s in enumerate(seqs):
+    tokens[i, P - len(s):] = s
+    mask[i, P - len(s):] = 1
+  return tokens, mask
+
+
+def generate_ids(bb: Backbone, prompts: Sequence[Sequence[int]], *, max_new_tokens: int = 64,
+                 temperature: float = 0.0, top_p: float = 1.0, seed: int = 0,
+                 stop_ids: Sequence[int] | None = None, adapter=None, alpha: float = 1.0
+                 ) -> list[list[int]]:
+  """Generates from token-id prompts of any lengths; returns the new ids of each row (stop excluded)."""
+  cfg = bb.config
+  pad_id = cfg.pad_token_id if cfg.pad_token_id is not None else 0
+  tokens, mask = left_pad([list(p) for p in prompts], pad_id)
+  check_tokens(tokens, cfg.vocab_size)
+  stop = tuple(sorted(set(stop_ids if stop_ids is not None else default_stop_ids(bb))))
+  mesh = bb.mesh
+  lora, coef = _lora_args(bb, adapter, alpha)
+  args = (bb.params, _put(tokens, mesh, ("batch", None)), _put(mask, mesh, ("batch", None)),
+          _put(jax.random.key_data(jax.random.key(seed)), mesh, (None,)),
+          _put(np.float32(temperature), mesh, ()), _put(np.float32(top_p), mesh, ()),
+          lora, _put(coef, mesh, (None,) * np.ndim(coef)))
+  static = {"cfg": cfg, "max_new_tokens": int(max_new_tokens), "stop_ids": stop,
+            "pad_id": int(pad_id), "greedy": temperature == 0.0}
+  B = tokens.shape[0]
+  out, lengths = _call(_generate_keydata, mesh, static, args,
+                       (("batch", None), ("batch",)), ((B, max_new_tokens), (B,)))
+  out, lengths = np.asarray(out), np.asarray(lengths)
+  return [out[i, :lengths[i]].tolist() for i in range(B)]
+
+
+def _generate_keydata(params, prompt, mask, key_data, temperature, top_p, lora, lora_coef, **kw):
+  # Keys travel as raw uint32 data so they shard like any other array.
+  return _generate_impl(params, prompt, mask, jax.random.wrap_key_data(key_data), temperature,
+                        top_p, lora, lora_coef, **kw)
+
+
+def default_stop_ids(bb: Backbone) -> tuple[int, ...]:
+  """End-of-sequence ids from the config and the tokenizer (chat models end turns with one)."""
+  ids = set(bb.config.eos_token_ids)
+  tok = bb.tokenizer
+  if tok is not None:
+    if tok.eos_token_id is not None:
+      ids.add(int(tok.eos_token_id))
+    for t in ("<|im_end|>", "<|endoftext|>", "<|eot_id|>"):
+      tid = tok.convert_tokens_to_ids(t) if t in tok.get_vocab() else None
+      if tid is not None:
+        ids.add(int(tid))
+  return tuple(sorted(ids))
+
+
+def chat_prompt_ids(tokenizer, prompt: str | list[dict], system: str | None = None) -> list[int]:
+  """Token ids of a chat prompt (a user string or a message list), generation prompt added,
+  thinking disabled for templates that support it."""
+  messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else list(prompt)
+  if system is not None:
+    messages = [{"role": "system", "content": system}] + messages
+  text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True,
+                                       enable_thinking=False)
+  return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def generate(bb: Backbone, prompts: Sequence[str | list[dict]], *, max_new_tokens: int = 64,
+             chat: bool = True, temperature: float = 0.0, top_p: float = 1.0, seed: int = 0,
+             stop_ids: Sequence[int] | None = None, adapter=None, alpha: float = 1.0,
+             system: str | None = None) -> list[str]:
+  """Answers a batch of prompts (chat template applied by default); greedy unless temperature > 0."""
+  tok = bb.tokenizer
+  if tok is None:
+    raise ValueError("this backbone has no tokenizer; pass token ids to `generate_ids` instead, "
+                     "or load a checkpoint that ships one.")
+  if isinstance(prompts, str):
+    prompts = [prompts]
+  if chat:
+    ids = [chat_prompt_ids(tok, p, system) for p in prompts]
+  else:
+    ids = [tok(p)["input_ids"] for p in prompts]
+  new = generate_ids(bb, ids, max_new_tokens=max_new_tokens, temperature=temperature,
+                     top_p=top_p, seed=seed, stop_ids=stop_ids, adapter=adapter, alpha=alpha)
+  return [tok.decode(n, skip_special_tokens=True) for n in new]

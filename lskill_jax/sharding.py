@@ -1,0 +1,116 @@
+"""The one place that defines the device mesh and the logical-axis rules.
+
+Every array in the project names its dimensions with logical axes ("batch", "embed",
+"mlp", ...). `RULES` maps each logical axis to mesh axes; `spec_for` turns a tuple of
+logical axes into a PartitionSpec for a concrete shape, dropping a mesh axis when the
+dimension is not divisible by it or when an earlier dimension already uses it (so tiny
+test shapes and per-row adapter stacks shard without special cases).
+
+Mesh axes: `data` (pure data parallel), `fsdp` (data parallel + parameter sharding),
+`tensor` (heads / MLP / vocab).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import jax
+import numpy as np
+from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
+
+MESH_AXES = ("data", "fsdp", "tensor")
+
+# logical axis -> mesh axes (tried in order; see `spec_for`).
+RULES: dict[str, tuple[str, ...]] = {
+    # activations and per-example arrays
+    "batch": ("data", "fsdp"),
+    "act_seq": (),
+    "act_embed": (),
+    "act_heads": ("tensor",),
+    "act_kv_heads": ("tensor",),
+    "act_mlp": ("tensor",),
+    "act_vocab": ("tensor",),
+    "cache_seq": (),
+    # parameters
+    "layers": (),
+    "vocab": ("tensor",),
+    "embed": ("fsdp",),
+    "q_heads": ("tensor",),
+    "kv_heads": ("tensor",),
+    "mlp": ("tensor",),
+    "head_dim": (),
+    "norm": (),
+    # LoRA rank is never sharded: it is tiny and contracted immediately.
+    "lora_rank": (),
+    # compiler (hypernetwork) activations
+    "memory": (),
+}
+
+Logical = Sequence[str | None]
+
+
+def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1,
+              devices: Sequence[jax.Device] | None = None) -> Mesh:
+  """Builds a (data, fsdp, tensor) mesh; one axis may be -1 to take the remaining devices."""
+  devices = list(jax.devices() if devices is None else devices)
+  sizes = [data, fsdp, tensor]
+  if sizes.count(-1) > 1:
+    raise ValueError("at most one mesh axis may be -1")
+  known = math.prod(s for s in sizes if s != -1)
+  if -1 in sizes:
+    if len(devices) % known:
+      raise ValueError(f"{len(devices)} devices do not divide into mesh sizes {sizes}")
+    sizes[sizes.index(-1)] = len(devices) // known
+  if math.prod(sizes) != len(devices):
+    raise ValueError(
+        f"mesh data={sizes[0]} x fsdp={sizes[1]} x tensor={sizes[2]} needs "
+        f"{math.prod(sizes)} devices, but {len(devices)} are available.")
+  return jax.make_mesh(tuple(sizes), MESH_AXES, axis_types=(AxisType.Auto,) * 3,
+                       devices=devices)
+
+
+def spec_for(logical: Logical, shape: Sequence[int], mesh_shape: dict[str, int]) -> P:
+  """PartitionSpec for an array of `shape` whose dimensions have the given logical names."""
+  if len(logical) != len(shape):
+    raise ValueError(f"logical axes {tuple(logical)} do not match shape {tuple(shape)}")
+  used: set[str] = set()
+  out = []
+  for name, dim in zip(logical, shape):
+    chosen = []
+    size = 1
+    for ax in RULES.get(name, ()) if name else ():
+      n = mesh_shape.get(ax, 1)
+      if ax in used or n == 1 or dim % (size * n):
+        continue
+      chosen.append(ax)
+      size *= n
+    used.update(chosen)
+    out.append(None if not chosen else chosen[0] if len(chosen) == 1 else tuple(chosen))
+  return P(*out)
+
+
+def named_sharding(mesh: Mesh, logical: Logical, shape: Sequence[int]) -> NamedSharding:
+  return NamedSharding(mesh, spec_for(logical, shape, dict(mesh.shape)))
+
+
+def tree_shardings(mesh: Mesh, logical_tree: Any, shape_tree: Any) -> Any:
+  """NamedShardings for a pytree, given a matching pytree of logical-axis tuples."""
+  return jax.tree.map(lambda lg, x: named_sharding(mesh, lg, np.shape(x)),
+                      logical_tree, shape_tree, is_leaf=_is_logical)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, P())
+
+
+def constrain(x: jax.Array, logical: Logical) -> jax.Array:
+  """Sharding constraint by logical axes under the active mesh; a no-op without one."""
+  mesh = jax.sharding.get_abstract_mesh()
+  if mesh.empty:
+    return x
+  return jax.lax.with_sharding_constraint(x, spec_for(logical, x.shape, dict(mesh.shape)))
+
+
+def _is_logical(x) -> bool:
+  return isinstance(x, tuple) and all(isinstance(a, (str, type(None))) for a in x)
