@@ -1,0 +1,98 @@
+"""Build the offline Search-QA data: corpus, train/test questions, teacher records.
+
+  python -m launch.build_searchqa --out_dir=workdir/searchqa
+  python -m launch.build_searchqa --out_dir=workdir/searchqa \
+      --teacher_out=workdir/searchqa/stage2_train.jsonl --skill_dir=skills/searchqa
+
+Writes ``corpus.jsonl``, ``train.jsonl``, ``test.jsonl`` and ``summary.json`` to
+--out_dir and, with --teacher_out, Stage-2 records built from teacher
+trajectories over the training questions. Prints counts by skill type and the
+retriever's recall@k on the direct questions.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import re
+
+from absl import app, flags, logging
+
+from lskill_jax.envs import searchqa as sq
+
+flags.DEFINE_string("out_dir", None, "Directory for corpus.jsonl, train.jsonl, test.jsonl, summary.json.")
+flags.DEFINE_integer("seed", 0, "Seed for question sampling and the train/test split.")
+flags.DEFINE_integer("per_type", 600, "Questions per skill type (train + test).")
+flags.DEFINE_float("test_fraction", 0.2, "Share of each skill type held out for testing.")
+flags.DEFINE_integer("topk", sq.DEFAULT_TOPK, "Passages per search.")
+flags.DEFINE_string("retriever_factory", None,
+                    "Optional 'package.module:function' building a retriever from the passage list "
+                    "(default: BM25).")
+flags.DEFINE_string("teacher_out", None, "Where to write Stage-2 records (JSONL); none if unset.")
+flags.DEFINE_enum("teacher_split", "train", ["train", "test"], "Questions the teacher records come from.")
+flags.DEFINE_string("skill_dir", "skills/searchqa",
+                    "Skill texts: <dir>/<skill_type>/SKILL.md (front matter dropped) or "
+                    "<dir>/<skill_type>.txt, for every skill type.")
+FLAGS = flags.FLAGS
+
+_FRONT_MATTER = re.compile(r"\A---\n.*?\n---\n", re.DOTALL)
+
+
+def read_skill_texts(skill_dir: str) -> dict[str, str]:
+  """Skill text per skill type, from the project layout or the paper's .txt files."""
+  texts = {}
+  for skill_type in sq.SKILL_TYPES:
+    names = [skill_type] + [k for k, v in sq.SKILL_ALIASES.items() if v == skill_type]
+    candidates = [os.path.join(skill_dir, n, "SKILL.md") for n in names]
+    candidates += [os.path.join(skill_dir, f"{n}.txt") for n in names]
+    path = next((c for c in candidates if os.path.isfile(c)), None)
+    if path is None:
+      raise FileNotFoundError(
+          f"No skill text for {skill_type!r} under {skill_dir!r}; expected one of {candidates}. "
+          "Point --skill_dir at the Search-QA skills.")
+    with open(path, encoding="utf-8") as fh:
+      texts[skill_type] = _FRONT_MATTER.sub("", fh.read()).strip()
+  return texts
+
+
+def _count(records) -> dict[str, int]:
+  return dict(sorted(collections.Counter(r["skill_type"] for r in records).items()))
+
+
+def main(argv):
+  del argv
+  # Read the skills first: a wrong --skill_dir should fail before any work.
+  skills = read_skill_texts(FLAGS.skill_dir) if FLAGS.teacher_out else None
+
+  facts = sq.load_country_facts()
+  passages = sq.build_corpus(facts)
+  splits = sq.build_questions(facts, seed=FLAGS.seed, per_type=FLAGS.per_type,
+                              test_fraction=FLAGS.test_fraction)
+  sq.save_corpus(os.path.join(FLAGS.out_dir, "corpus.jsonl"), passages)
+  for name, records in splits.items():
+    sq.save_questions(os.path.join(FLAGS.out_dir, f"{name}.jsonl"), records)
+
+  retriever = sq.load_retriever(passages, factory=FLAGS.retriever_factory)
+  direct = [r for recs in splits.values() for r in recs if r["skill_type"] == "direct_retrieval"]
+  summary = {
+      "entities": len(facts),
+      "passages": len(passages),
+      "questions": {name: _count(recs) for name, recs in splits.items()},
+      f"direct_recall@{FLAGS.topk}": sq.retrieval_recall(direct, retriever, k=FLAGS.topk),
+      "seed": FLAGS.seed,
+  }
+
+  if FLAGS.teacher_out:
+    records, stats = sq.stage2_records(splits[FLAGS.teacher_split], retriever, skills, topk=FLAGS.topk)
+    sq.write_jsonl(FLAGS.teacher_out, records)
+    summary["teacher"] = stats
+
+  sq.write_json(os.path.join(FLAGS.out_dir, "summary.json"), summary)
+  logging.info("wrote %s", FLAGS.out_dir)
+  print(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+  flags.mark_flag_as_required("out_dir")
+  app.run(main)
