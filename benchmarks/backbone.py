@@ -1,0 +1,86 @@
+"""Prefill and decode throughput of the backbone port vs transformers (PyTorch), same run.
+
+  python -m benchmarks.backbone [--model=smollm2-135m] [--prompt_len=512] [--new_tokens=64]
+
+Prints tokens/s for each engine and the ratio ours / torch, with the machine named.
+Decode throughput is (generate N+1 tokens) - (generate 1 token), so prefill is excluded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from absl import app, flags
+import jax
+import numpy as np
+import torch
+
+import lskill_jax as lsj
+from benchmarks.common import best_of, machine
+from lskill_jax.backbone.loading import resolve_source
+
+flags.DEFINE_string("model", "smollm2-135m", "Backbone (GGUF path, HF dir, or embedded name).")
+flags.DEFINE_integer("prompt_len", 512, "Prefill length.")
+flags.DEFINE_integer("new_tokens", 64, "Decode steps.")
+flags.DEFINE_list("decode_batches", ["1", "8"], "Batch sizes for decode.")
+flags.DEFINE_integer("repeats", 3, "Timed repeats (best is reported).")
+flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Weights dtype for both engines.")
+flags.DEFINE_string("json_out", "", "Also write the figures as JSON here.")
+FLAGS = flags.FLAGS
+
+
+def _torch_model(source: str, dtype):
+  from transformers import AutoModelForCausalLM
+  path = resolve_source(source)
+  if path.endswith(".gguf"):
+    return AutoModelForCausalLM.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path),
+                                                dtype=dtype).eval()
+  return AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval()
+
+
+def main(argv):
+  del argv
+  torch.set_num_threads(os.cpu_count())
+  bb = lsj.load_backbone(FLAGS.model, dtype=FLAGS.dtype, tokenizer=False)
+  tm = _torch_model(FLAGS.model, torch.float32 if FLAGS.dtype == "float32" else torch.bfloat16)
+  V, P, N = bb.config.vocab_size, FLAGS.prompt_len, FLAGS.new_tokens
+  rng = np.random.RandomState(0)
+  rows = []
+
+  prompt = rng.randint(0, V, (1, P))
+  ours = best_of(lambda: jax.block_until_ready(lsj.forward(bb, prompt)), FLAGS.repeats)
+  with torch.inference_mode():
+    theirs = best_of(lambda: tm(torch.tensor(prompt), logits_to_keep=1), FLAGS.repeats)
+  rows.append(("prefill", 1, P / ours, P / theirs))
+
+  for b in (int(x) for x in FLAGS.decode_batches):
+    prompts = rng.randint(0, V, (b, 32))
+
+    def ours_gen(n):
+      return lambda: lsj.generate_ids(bb, prompts.tolist(), max_new_tokens=n, stop_ids=())
+
+    def torch_gen(n):
+      def run():
+        with torch.inference_mode():
+          tm.generate(torch.tensor(prompts), attention_mask=torch.ones_like(torch.tensor(prompts)),
+                      max_new_tokens=n, min_new_tokens=n, do_sample=False, pad_token_id=0)
+      return run
+
+    ours_t = best_of(ours_gen(N + 1), FLAGS.repeats) - best_of(ours_gen(1), FLAGS.repeats)
+    torch_t = best_of(torch_gen(N + 1), FLAGS.repeats) - best_of(torch_gen(1), FLAGS.repeats)
+    rows.append(("decode", b, b * N / ours_t, b * N / torch_t))
+
+  print(f"machine: {machine()}; torch {torch.__version__} ({torch.get_num_threads()} threads)")
+  print(f"model: {FLAGS.model} ({FLAGS.dtype}), prompt {P}, decode {N} tokens after a 32-token prompt")
+  print(f"{'phase':8s} {'batch':>5s} {'ours tok/s':>11s} {'torch tok/s':>12s} {'ours/torch':>10s}")
+  for phase, b, o, t in rows:
+    print(f"{phase:8s} {b:5d} {o:11.1f} {t:12.1f} {o / t:10.2f}")
+  if FLAGS.json_out:
+    with open(FLAGS.json_out, "w") as f:
+      json.dump({"machine": machine(), "rows": [dict(zip(("phase", "batch", "ours", "torch"), r))
+                                                for r in rows]}, f, indent=1)
+
+
+if __name__ == "__main__":
+  app.run(main)
