@@ -5,12 +5,15 @@
     print(lsj.generate(bb, ["What is the capital of France?"], max_new_tokens=32))
 """
 
+from lskill_jax.adapter import (Adapter, AdapterFileError, AdapterMismatchError, export_hf,
+                                merge, weighted_sum)
 from lskill_jax.backbone import (Backbone, BackboneConfig, UnsupportedConfigError,
                                  WeightMismatchError, load_backbone, random_backbone, with_mesh)
 from lskill_jax.inference import TokenRangeError, forward, generate, generate_ids
 from lskill_jax.sharding import make_mesh
 
 __all__ = [
+    "Adapter", "AdapterFileError", "AdapterMismatchError", "export_hf", "merge", "weighted_sum",
     "Backbone", "BackboneConfig", "TokenRangeError", "UnsupportedConfigError",
     "WeightMismatchError", "forward", "generate", "generate_ids", "load_backbone",
     "make_mesh", "random_backbone", "with_mesh",

@@ -163,3 +163,33 @@ def from_hf_config(cfg: Mapping[str, Any]) -> BackboneConfig:
       eos_token_ids=eos,
       pad_token_id=cfg.get("pad_token_id"),
   )
+
+
+def to_hf_config(cfg: BackboneConfig) -> dict[str, Any]:
+  """A transformers config.json dict (v5 layout) describing the same model."""
+  arch = {"qwen3": "Qwen3ForCausalLM", "llama": "LlamaForCausalLM"}[cfg.model_type]
+  rope: dict[str, Any] = {"rope_theta": cfg.rope_theta, "rope_type": cfg.rope_scaling.kind}
+  sc = cfg.rope_scaling
+  if sc.kind == "linear":
+    rope["factor"] = sc.factor
+  elif sc.kind == "llama3":
+    rope.update(factor=sc.factor, low_freq_factor=sc.low_freq_factor,
+                high_freq_factor=sc.high_freq_factor,
+                original_max_position_embeddings=sc.original_max_position_embeddings)
+  eos = list(cfg.eos_token_ids)
+  out = {
+      "architectures": [arch], "model_type": cfg.model_type, "vocab_size": cfg.vocab_size,
+      "hidden_size": cfg.hidden_size, "intermediate_size": cfg.intermediate_size,
+      "num_hidden_layers": cfg.num_layers, "num_attention_heads": cfg.num_heads,
+      "num_key_value_heads": cfg.num_kv_heads, "head_dim": cfg.head_dim,
+      "rms_norm_eps": cfg.rms_norm_eps, "tie_word_embeddings": cfg.tie_embeddings,
+      "max_position_embeddings": cfg.max_position_embeddings, "hidden_act": "silu",
+      "attention_bias": False, "rope_parameters": rope,
+      "bos_token_id": cfg.bos_token_id, "eos_token_id": eos[0] if len(eos) == 1 else (eos or None),
+      "pad_token_id": cfg.pad_token_id,
+  }
+  if cfg.model_type == "llama":
+    out["mlp_bias"] = False
+  else:
+    out["use_sliding_window"] = False
+  return out

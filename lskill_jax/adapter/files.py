@@ -1,0 +1,131 @@
+"""Our adapter format: a directory with adapter.safetensors + adapter.json, written atomically.
+
+adapter.safetensors holds `{target}.a` [L, d_in, r] and `{target}.b` [L, r, d_out];
+adapter.json holds the format version, rank, scale, targets, layer count and provenance
+(base fingerprint, source text hash, producer). Loading validates everything before any
+array reaches a device.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
+from lskill_jax.adapter.adapter import TARGETS, Adapter, AdapterMismatchError, base_fingerprint
+from lskill_jax.checkpoint.safetensors_file import CorruptFileError, SafetensorsFile, save_file
+
+FORMAT = "lskill_jax.adapter"
+VERSION = 1
+WEIGHTS, CONFIG = "adapter.safetensors", "adapter.json"
+
+
+class AdapterFileError(ValueError):
+  """An adapter directory is incomplete, corrupt, or does not describe its tensors."""
+
+
+def atomic_dir(final: str):
+  """Context manager: yields a temp dir beside `final`, moved into place only on success."""
+  class _Ctx:
+    def __enter__(self):
+      parent = os.path.dirname(os.path.abspath(final)) or "."
+      os.makedirs(parent, exist_ok=True)
+      self.tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.tmp-", dir=parent)
+      return self.tmp
+
+    def __exit__(self, exc_type, exc, tb):
+      if exc_type is not None:
+        shutil.rmtree(self.tmp, ignore_errors=True)
+        return False
+      old = None
+      if os.path.exists(final):
+        old = f"{final}.old-{os.getpid()}"
+        os.replace(final, old)
+      os.replace(self.tmp, final)
+      if old:
+        shutil.rmtree(old, ignore_errors=True)
+      return False
+  return _Ctx()
+
+
+def save(adapter: Adapter, path: str) -> None:
+  """Writes the adapter directory atomically (a crash leaves the old one, or none)."""
+  if adapter.batched:
+    raise ValueError("save one adapter at a time (use adapter.row(i) on a per-row stack).")
+  tensors = {}
+  for t in adapter.targets:
+    tensors[f"{t}.a"] = np.asarray(adapter.a[t])
+    tensors[f"{t}.b"] = np.asarray(adapter.b[t])
+  config = {"format": FORMAT, "version": VERSION, "rank": adapter.rank, "scale": adapter.scale,
+            "targets": list(adapter.targets), "num_layers": adapter.num_layers,
+            "dtype": str(tensors[f"{adapter.targets[0]}.a"].dtype),
+            "metadata": adapter.metadata}
+  with atomic_dir(path) as tmp:
+    save_file(tensors, os.path.join(tmp, WEIGHTS), metadata={"format": FORMAT})
+    with open(os.path.join(tmp, CONFIG), "w") as f:
+      json.dump(config, f, indent=1, sort_keys=True)
+
+
+def _read_config(path: str) -> dict:
+  cfg_path = os.path.join(path, CONFIG)
+  if not os.path.isdir(path):
+    raise FileNotFoundError(f"no adapter directory at {path!r}.")
+  if not os.path.isfile(cfg_path):
+    hint = " It looks like a PEFT adapter: use Adapter.from_peft." if os.path.isfile(
+        os.path.join(path, "adapter_config.json")) else ""
+    raise AdapterFileError(f"{path}: missing {CONFIG}.{hint}")
+  try:
+    with open(cfg_path) as f:
+      cfg = json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise AdapterFileError(f"{cfg_path}: not valid JSON ({e}); the file is corrupt.") from None
+  if cfg.get("format") != FORMAT or cfg.get("version") != VERSION:
+    raise AdapterFileError(f"{cfg_path}: format {cfg.get('format')!r} v{cfg.get('version')} is not "
+                           f"{FORMAT!r} v{VERSION}.")
+  for key in ("rank", "scale", "targets", "num_layers"):
+    if key not in cfg:
+      raise AdapterFileError(f"{cfg_path}: missing field {key!r}.")
+  bad = [t for t in cfg["targets"] if t not in TARGETS]
+  if bad or not cfg["targets"]:
+    raise AdapterFileError(f"{cfg_path}: targets {cfg['targets']} must be a non-empty subset of {TARGETS}.")
+  return cfg
+
+
+def load(path: str, backbone=None) -> Adapter:
+  """Reads and validates an adapter directory; with `backbone`, also checks it fits.
+
+  Refuses unknown or missing tensors, shapes that disagree with adapter.json or the backbone,
+  non-finite values, a base fingerprint of another model, and truncated or corrupt files.
+  """
+  cfg = _read_config(path)
+  try:
+    weights = SafetensorsFile(os.path.join(path, WEIGHTS))
+  except FileNotFoundError:
+    raise AdapterFileError(f"{path}: missing {WEIGHTS}.") from None
+  except CorruptFileError as e:
+    raise AdapterFileError(str(e)) from None
+  expected = {f"{t}.{ab}" for t in cfg["targets"] for ab in "ab"}
+  found = set(weights.keys())
+  if found != expected:
+    raise AdapterFileError(
+        f"{path}: tensors do not match the targets {cfg['targets']} in {CONFIG}: "
+        f"unknown {sorted(found - expected)}, missing {sorted(expected - found)}.")
+  L, r = cfg["num_layers"], cfg["rank"]
+  a, b = {}, {}
+  for t in cfg["targets"]:
+    ta, tb = weights.read(f"{t}.a"), weights.read(f"{t}.b")
+    if ta.ndim != 3 or tb.ndim != 3 or ta.shape[0] != L or tb.shape[0] != L or \
+        ta.shape[2] != r or tb.shape[1] != r:
+      raise AdapterFileError(f"{path}: {t}.a {list(ta.shape)} / {t}.b {list(tb.shape)} disagree with "
+                             f"num_layers={L}, rank={r} in {CONFIG}.")
+    for name, x in ((f"{t}.a", ta), (f"{t}.b", tb)):
+      if not np.all(np.isfinite(x)):
+        raise AdapterFileError(f"{path}: tensor {name} holds NaN or inf values; refusing to mount it.")
+    a[t], b[t] = np.array(ta), np.array(tb)
+  adapter = Adapter.from_factors(a, b, float(cfg["scale"]), **cfg.get("metadata", {}))
+  if backbone is not None:
+    adapter.check_fits(backbone.config, where=path)
+  return adapter
