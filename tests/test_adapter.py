@@ -218,3 +218,18 @@ def test_adapter_for_another_base_is_refused(model_pair, tmp_path):
     lsj.Adapter.load(str(tmp_path / "ad"), backbone=bb)
   with pytest.raises(lsj.AdapterMismatchError):
     lsj.forward(bb, [[1, 2]], adapter=random_adapter(other.config))
+
+
+def test_launch_export_cli(model_pair, tmp_path):
+  import subprocess
+  import sys
+  _, bb, path = model_pair
+  random_adapter(bb.config).save(str(tmp_path / "ad"))
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  for fmt in ("peft", "merged"):
+    out = subprocess.run([sys.executable, "-m", "launch.export", f"--adapter={tmp_path / 'ad'}",
+                          f"--format={fmt}", f"--model={path}", f"--out={tmp_path / fmt}"],
+                         capture_output=True, text=True, cwd=root, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+  assert (tmp_path / "peft" / "adapter_model.safetensors").exists()
+  assert (tmp_path / "merged" / "config.json").exists()
