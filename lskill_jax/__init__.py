@@ -7,14 +7,17 @@
 
 from lskill_jax.adapter import (Adapter, AdapterFileError, AdapterMismatchError, export_hf,
                                 merge, weighted_sum)
+from lskill_jax.compiler import DocumentError, SkillCompiler
 from lskill_jax.backbone import (Backbone, BackboneConfig, UnsupportedConfigError,
-                                 WeightMismatchError, load_backbone, random_backbone, with_mesh)
+                                 WeightMismatchError, backbone_from_config, load_backbone, random_backbone,
+                                 with_mesh)
 from lskill_jax.inference import TokenRangeError, forward, generate, generate_ids
 from lskill_jax.sharding import make_mesh
 
 __all__ = [
     "Adapter", "AdapterFileError", "AdapterMismatchError", "export_hf", "merge", "weighted_sum",
+    "DocumentError", "SkillCompiler",
     "Backbone", "BackboneConfig", "TokenRangeError", "UnsupportedConfigError",
-    "WeightMismatchError", "forward", "generate", "generate_ids", "load_backbone",
+    "WeightMismatchError", "backbone_from_config", "forward", "generate", "generate_ids", "load_backbone",
     "make_mesh", "random_backbone", "with_mesh",
 ]

@@ -7,17 +7,15 @@ shardings, and call the pure functions of `backbone.model` / `backbone.generatio
 
 from __future__ import annotations
 
-import functools
-from typing import Any, Callable, Sequence
+from typing import Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding
 
-from lskill_jax import sharding as shd
 from lskill_jax.backbone import generation, model
 from lskill_jax.backbone.loading import Backbone
+from lskill_jax.sharded_call import call, put
 
 _PROMPT_BUCKET = 32
 
@@ -44,62 +42,6 @@ def _lora_args(bb: Backbone, adapter, alpha):
   return adapter.mount(bb, alpha)
 
 
-@functools.lru_cache(maxsize=128)
-def _jit(fn: Callable, static: tuple, in_shardings, out_shardings):
-  kwargs = dict(static)
-  if in_shardings is None:
-    return jax.jit(functools.partial(fn, **kwargs))
-  return jax.jit(functools.partial(fn, **kwargs), in_shardings=in_shardings,
-                 out_shardings=out_shardings)
-
-
-def _shardings_of(tree):
-  leaves, treedef = jax.tree.flatten(tree)
-  return jax.tree.unflatten(treedef, [x.sharding for x in leaves])
-
-
-class _Hashable:
-  """Wraps a pytree of shardings so it can key the jit cache."""
-
-  def __init__(self, tree):
-    self.tree = tree
-    leaves, self.treedef = jax.tree.flatten(tree)
-    self.key = (self.treedef, tuple(leaves))
-
-  def __hash__(self):
-    return hash(self.key)
-
-  def __eq__(self, other):
-    return isinstance(other, _Hashable) and self.key == other.key
-
-
-def _call(fn, mesh: Mesh | None, static: dict, args: tuple, out_logical: Any = None,
-          out_shapes: Any = None):
-  """Calls jit(fn) with the committed shardings of `args` as in_shardings (under the mesh)."""
-  static_key = tuple(sorted(static.items()))
-  if mesh is None:
-    return _jit(fn, static_key, None, None)(*args)
-  in_sh = _Hashable(_shardings_of(args))
-  out_sh = _Hashable(jax.tree.map(lambda lg, s: shd.named_sharding(mesh, lg, s), out_logical,
-                                  out_shapes, is_leaf=shd._is_logical))
-  f = _jit_sharded(fn, static_key, in_sh, out_sh)
-  with jax.set_mesh(mesh):
-    return f(*args)
-
-
-@functools.lru_cache(maxsize=128)
-def _jit_sharded(fn, static_key, in_sh: _Hashable, out_sh: _Hashable):
-  return jax.jit(functools.partial(fn, **dict(static_key)), in_shardings=in_sh.tree,
-                 out_shardings=out_sh.tree)
-
-
-def _put(x, mesh: Mesh | None, logical):
-  x = jnp.asarray(x)
-  if mesh is None:
-    return x
-  return jax.device_put(x, shd.named_sharding(mesh, logical, x.shape))
-
-
 def _forward_impl(params, tokens, segment_ids, positions, lora, lora_coef, *, cfg, remat):
   return model.forward(params, cfg, tokens, segment_ids=segment_ids, positions=positions,
                        lora=lora, lora_coef=lora_coef, remat=remat)
@@ -124,12 +66,12 @@ def forward(bb: Backbone, tokens, *, segment_ids=None, positions=None, attention
     positions = model.segment_positions(jnp.asarray(segment_ids))
   mesh = bb.mesh
   lora, coef = _lora_args(bb, adapter, alpha)
-  args = (bb.params, _put(tokens, mesh, ("batch", "act_seq")),
-          _put(segment_ids, mesh, ("batch", "act_seq")),
-          _put(np.asarray(positions, np.int32), mesh, ("batch", "act_seq")),
-          lora, _put(coef, mesh, (None,) * np.ndim(coef)))
+  args = (bb.params, put(tokens, mesh, ("batch", "act_seq")),
+          put(segment_ids, mesh, ("batch", "act_seq")),
+          put(np.asarray(positions, np.int32), mesh, ("batch", "act_seq")),
+          lora, put(coef, mesh, (None,) * np.ndim(coef)))
   out_shape = (*tokens.shape, cfg.vocab_size)
-  return _call(_forward_impl, mesh, {"cfg": cfg, "remat": remat}, args,
+  return call(_forward_impl, mesh, {"cfg": cfg, "remat": remat}, args,
                ("batch", "act_seq", "act_vocab"), out_shape)
 
 
@@ -170,14 +112,14 @@ def generate_ids(bb: Backbone, prompts: Sequence[Sequence[int]], *, max_new_toke
   stop = tuple(sorted(set(stop_ids if stop_ids is not None else default_stop_ids(bb))))
   mesh = bb.mesh
   lora, coef = _lora_args(bb, adapter, alpha)
-  args = (bb.params, _put(tokens, mesh, ("batch", None)), _put(mask, mesh, ("batch", None)),
-          _put(jax.random.key_data(jax.random.key(seed)), mesh, (None,)),
-          _put(np.float32(temperature), mesh, ()), _put(np.float32(top_p), mesh, ()),
-          lora, _put(coef, mesh, (None,) * np.ndim(coef)))
+  args = (bb.params, put(tokens, mesh, ("batch", None)), put(mask, mesh, ("batch", None)),
+          put(jax.random.key_data(jax.random.key(seed)), mesh, (None,)),
+          put(np.float32(temperature), mesh, ()), put(np.float32(top_p), mesh, ()),
+          lora, put(coef, mesh, (None,) * np.ndim(coef)))
   static = {"cfg": cfg, "max_new_tokens": int(max_new_tokens), "stop_ids": stop,
             "pad_id": int(pad_id), "greedy": temperature == 0.0}
   B = tokens.shape[0]
-  out, lengths = _call(_generate_keydata, mesh, static, args,
+  out, lengths = call(_generate_keydata, mesh, static, args,
                        (("batch", None), ("batch",)), ((B, max_new_tokens), (B,)))
   out, lengths = np.asarray(out), np.asarray(lengths)
   return [out[i, :lengths[i]].tolist() for i in range(B)]

@@ -97,7 +97,7 @@ def named_sharding(mesh: Mesh, logical: Logical, shape: Sequence[int]) -> NamedS
 def tree_shardings(mesh: Mesh, logical_tree: Any, shape_tree: Any) -> Any:
   """NamedShardings for a pytree, given a matching pytree of logical-axis tuples."""
   return jax.tree.map(lambda lg, x: named_sharding(mesh, lg, np.shape(x)),
-                      logical_tree, shape_tree, is_leaf=_is_logical)
+                      logical_tree, shape_tree, is_leaf=is_logical)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:
@@ -112,5 +112,6 @@ def constrain(x: jax.Array, logical: Logical) -> jax.Array:
   return jax.lax.with_sharding_constraint(x, spec_for(logical, x.shape, dict(mesh.shape)))
 
 
-def _is_logical(x) -> bool:
+def is_logical(x) -> bool:
+  """True for a tuple of logical axis names (a leaf of a logical-axes tree)."""
   return isinstance(x, tuple) and all(isinstance(a, (str, type(None))) for a in x)

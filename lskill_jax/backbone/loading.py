@@ -213,7 +213,24 @@ def random_backbone(cfg: BackboneConfig, seed: int = 0, dtype: str = "float32",
   params = model.init_params(jax.random.key(seed), cfg, jnp.dtype(_DTYPES[dtype]))
   if mesh is not None:
     params = jax.device_put(params, shd.tree_shardings(mesh, model.param_logical_axes(cfg), params))
-  return Backbone(config=cfg, params=params, tokenizer=tokenizer, mesh=mesh, source="random")
+  return Backbone(config=cfg, params=params, tokenizer=tokenizer, mesh=mesh,
+                  source=f"random(seed={seed})")
+
+
+def backbone_from_config(config, mesh: Mesh | None = None, seed: int = 0) -> Backbone:
+  """The backbone an experiment config names: `config.model` (a source), or "random" weights
+  with the shape of `config.backbone_shape` (an HF config dict; Qwen3 shapes get the shipped
+  Qwen3 tokenizer when the vocabulary fits)."""
+  dtype = config.get("dtype", "float32")
+  if config.model == "random":
+    cfg = from_hf_config(dict(config.backbone_shape))
+    tok = _qwen_tokenizer() if cfg.model_type == "qwen3" else None
+    if tok is not None and len(tok) > cfg.vocab_size:
+      tok = None
+    return random_backbone(cfg, seed=seed, dtype=dtype, mesh=mesh, tokenizer=tok)
+  if not config.model:
+    raise ValueError(f"config {config.get('name', '')!r} names no model; set --config.model=PATH.")
+  return load_backbone(config.model, dtype=dtype, mesh=mesh)
 
 
 def with_mesh(bb: Backbone, mesh: Mesh) -> Backbone:

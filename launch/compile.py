@@ -1,0 +1,144 @@
+"""Compile skill documents into adapters, or describe a compiler's geometry.
+
+  python -m launch.compile --compiler=CKPT_OR_CONFIG --model=SOURCE --skill=FILE_OR_DIR --out=DIR [--format=ours|peft]
+  python -m launch.compile --describe --config=configs/qwen3_8b.py
+
+--compiler is a trained checkpoint directory, or a config file (configs/<name>.py) for a freshly
+initialised compiler (useful to try the pipeline). Each skill becomes OUT/<relative path
+without suffix>/ (our format or PEFT). A document that cannot be compiled is reported and
+skipped; nothing is written for it and the others still compile.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from absl import app, flags, logging
+import jax
+from ml_collections import config_flags
+from tqdm import tqdm
+
+from launch import common
+import lskill_jax as lsj
+from lskill_jax.backbone.config import from_hf_config
+from lskill_jax.compiler import hypernet
+from lskill_jax.compiler.documents import DocumentError, find_skill_files, read_skill
+from lskill_jax.compiler.skill_compiler import spec_from_config
+
+config_flags.DEFINE_config_file("config", None, "Compiler config (configs/<name>.py) for --describe.")
+flags.DEFINE_bool("describe", False, "Print the compiler geometry and parameter counts; allocates nothing.")
+flags.DEFINE_string("compiler", None, "Trained compiler checkpoint dir, or a configs/<name>.py file.")
+flags.DEFINE_string("model", None, "Backbone source (default: --config's model, else smollm2-135m).")
+flags.DEFINE_string("skill", None, "A skill file or a directory of them.")
+flags.DEFINE_string("out", None, "Output directory.")
+flags.DEFINE_enum("format", "ours", ["ours", "peft"], "Adapter file format.")
+flags.DEFINE_enum("overlong", "error", ["error", "truncate", "chunk"], "Documents over the context budget.")
+flags.DEFINE_float("alpha", 1.0, "Mount coefficient folded into PEFT exports.")
+flags.DEFINE_integer("batch_size", 8, "Documents per compile batch.")
+FLAGS = flags.FLAGS
+
+
+def _count(tree) -> int:
+  return sum(int(x.size) for x in jax.tree.leaves(tree))
+
+
+def describe(config) -> str:
+  """The geometry and trainable parameter counts of a config's compiler (jax.eval_shape only)."""
+  if config.backbone_shape:
+    bcfg = from_hf_config(dict(config.backbone_shape))
+  else:
+    bcfg = lsj.load_backbone(config.model, tokenizer=False).config
+  spec = spec_from_config(config, bcfg)
+  g = spec.geometry
+  shapes = jax.eval_shape(lambda: hypernet.init(jax.random.key(0), spec))
+  gen = shapes["generator"]
+  tables = _count(gen["layer_pe"]) + _count(gen["token_pe"])
+  groups = {"generator": _count(gen) - tables, "position tables": tables,
+            "memory tokens": _count(shapes["memory"]), "MetaLoRA": _count(shapes["metalora"])}
+  lines = [f"compiler {config.get('name', '')}: backbone {bcfg.model_type}, {bcfg.num_layers} layers, "
+           f"hidden {bcfg.hidden_size}",
+           f"  LoRA rank r = {g.rank}, targets {','.join(g.targets)}, scale {spec.scale}",
+           f"  numbers per layer P = {g.per_layer:,}",
+           f"  memory tokens M = ceil(P / H) = {g.memory_tokens} ({g.dropped_per_layer} numbers dropped per layer)",
+           f"  numbers per adapter = {g.per_adapter:,}",
+           f"  context budget = {spec.context_len} tokens + {g.memory_tokens} memory slots",
+           "  trainable parameters:"]
+  lines += [f"    {k:16s} {v:>15,}" for k, v in groups.items()]
+  lines.append(f"    {'total':16s} {sum(groups.values()):>15,}")
+  return "\n".join(lines)
+
+
+def _load_compiler(bb):
+  src = FLAGS.compiler
+  if src.endswith(".py"):
+    return lsj.SkillCompiler.create(bb, _config_from_file(src), seed=0)
+  return lsj.SkillCompiler.load(src, backbone=bb)
+
+
+def _config_from_file(path: str):
+  import importlib.util
+  spec = importlib.util.spec_from_file_location("compiler_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def main(argv):
+  del argv
+  if FLAGS.describe:
+    if FLAGS.config is None:
+      raise app.UsageError("--describe needs --config=configs/<name>.py")
+    print(describe(FLAGS.config))
+    return
+  for name in ("compiler", "skill", "out"):
+    if not getattr(FLAGS, name):
+      raise app.UsageError(f"--{name} is required to compile")
+  mesh = common.init_runtime()
+  if FLAGS.model:
+    model = FLAGS.model
+    bb = lsj.load_backbone(model, mesh=mesh)
+  elif FLAGS.config is not None:
+    model = FLAGS.config.model
+    bb = lsj.backbone_from_config(FLAGS.config, mesh=mesh)
+  else:
+    model = "smollm2-135m"
+    bb = lsj.load_backbone(model, mesh=mesh)
+  comp = _load_compiler(bb)
+  files = find_skill_files(FLAGS.skill)
+  root = FLAGS.skill if os.path.isdir(FLAGS.skill) else os.path.dirname(FLAGS.skill)
+  failed = 0
+  bar = tqdm(total=len(files), unit="skill", desc="compiling", disable=len(files) < 2)
+  for start in range(0, len(files), FLAGS.batch_size):
+    chunk = files[start:start + FLAGS.batch_size]
+    docs = []
+    for f in chunk:
+      try:
+        docs.append(read_skill(f))
+      except DocumentError as e:
+        docs.append(e)
+    good = [d for d in docs if not isinstance(d, DocumentError)]
+    compiled = iter(comp.compile_documents(good, overlong=FLAGS.overlong,
+                                           batch_size=FLAGS.batch_size).results)
+    for f, d in zip(chunk, docs):
+      result = d if isinstance(d, DocumentError) else next(compiled)
+      if isinstance(result, DocumentError):
+        failed += 1
+        logging.error("skipped %s: %s", f, result)
+      else:
+        rel = os.path.splitext(os.path.relpath(f, root))[0]
+        out = os.path.join(FLAGS.out, rel)
+        if FLAGS.format == "ours":
+          result.save(out)
+        else:
+          result.export_peft(out, backbone=bb, alpha=FLAGS.alpha, base_model_name_or_path=model)
+      bar.update(1)
+  bar.close()
+  print(f"compiled {len(files) - failed} of {len(files)} skills into {FLAGS.out}"
+        + (f"; {failed} failed (see the log)" if failed else ""))
+  if failed:
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+  app.run(main)

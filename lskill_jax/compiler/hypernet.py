@@ -1,0 +1,146 @@
+"""The skill compiler as pure functions: `init(key, spec)` and `compile_lora(hparams, ...)`.
+
+compile_lora runs the frozen backbone over [document ; M memory tokens] with a trainable
+MetaLoRA, keeps every layer's output at the memory positions ([B, L, M, H]; the LM head is
+never computed), passes them through the generator and carves each layer's flattened states
+into LoRA factors. The paper multiplies both factors by √scale; we keep the raw factors and
+carry `scale` as the adapter's own s (ΔW = s · A · B is the same number, and the factors stay
+O(1), which suits bf16).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lskill_jax.backbone import model
+from lskill_jax.backbone.config import BackboneConfig
+from lskill_jax.compiler.geometry import Geometry, geometry
+from lskill_jax.compiler.generator import Generator
+from lskill_jax.sharding import constrain
+
+HParams = dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True)
+class CompilerSpec:
+  """Everything static about a compiler (hashable, so jit can key on it)."""
+  backbone: BackboneConfig
+  rank: int = 8
+  scale: float = 1e-3
+  targets: tuple[str, ...] = model.TARGETS
+  metalora_rank: int = 128
+  metalora_init: float = 1e-3    # MetaLoRA A ~ N(0, metalora_init); B = 0
+  generator_depth: int = 4
+  generator_width: int = 0       # 0 = backbone hidden size
+  generator_heads: int = 0       # 0 = backbone attention heads
+  generator_ffn_mult: int = 2
+  layer_axis_first: bool = True
+  context_len: int = 4096        # longest document (tokens) the compiler accepts
+  remat: bool = True
+
+  @property
+  def geometry(self) -> Geometry:
+    return geometry(self.backbone, self.rank, self.targets)
+
+  def generator(self) -> Generator:
+    g = self.geometry
+    heads = self.generator_heads or self.backbone.num_heads
+    width = self.generator_width or self.backbone.hidden_size
+    if width % heads:
+      raise ValueError(f"generator width {width} is not divisible by its {heads} heads.")
+    return Generator(num_layers=g.num_layers, memory_tokens=g.memory_tokens, hidden=g.hidden,
+                     depth=self.generator_depth, width=self.generator_width, heads=heads,
+                     ffn_mult=self.generator_ffn_mult, layer_axis_first=self.layer_axis_first)
+
+
+def init(key: jax.Array, spec: CompilerSpec) -> HParams:
+  """Fresh compiler params: zero memory tokens, MetaLoRA (A small random, B zero), generator."""
+  g = spec.geometry
+  shapes = spec.backbone.projection_shapes()
+  k_meta, k_gen = jax.random.split(key)
+  meta_keys = jax.random.split(k_meta, len(model.TARGETS))
+  R, L = spec.metalora_rank, g.num_layers
+  metalora = {"a": {}, "b": {}}
+  for k, t in zip(meta_keys, model.TARGETS):
+    d_in, d_out = shapes[t]
+    metalora["a"][t] = np.sqrt(spec.metalora_init) * jax.random.normal(k, (L, d_in, R), jnp.float32)
+    metalora["b"][t] = jnp.zeros((L, R, d_out), jnp.float32)
+  dummy = jnp.zeros((1, g.num_layers, g.memory_tokens, g.hidden), jnp.float32)
+  return {
+      "memory": jnp.zeros((g.memory_tokens, g.hidden), jnp.float32),
+      "metalora": metalora,
+      "generator": spec.generator().init(k_gen, dummy)["params"],
+  }
+
+
+def param_logical_axes(hparams: HParams) -> Any:
+  """Logical axes for every compiler leaf (MetaLoRA like LoRA; generator kernels FSDP on dim 0)."""
+  def meta(factor, t):
+    d_in, d_out = model.projection_logical_axes(t)
+    return ("layers", d_in, "lora_rank") if factor == "a" else ("layers", "lora_rank", d_out)
+
+  def gen(path, x):
+    name = jax.tree_util.keystr(path)
+    if x.ndim >= 2 and "kernel" in name:
+      return ("embed",) + (None,) * (x.ndim - 1)
+    if x.ndim == 2:  # position tables
+      return (None, "embed")
+    return (None,) * x.ndim
+
+  return {
+      "memory": ("memory", "embed"),
+      "metalora": {f: {t: meta(f, t) for t in hparams["metalora"][f]} for f in ("a", "b")},
+      "generator": jax.tree_util.tree_map_with_path(gen, hparams["generator"]),
+  }
+
+
+def encode_memory(hparams: HParams, backbone_params, tokens: jax.Array, mask: jax.Array, *,
+                  spec: CompilerSpec) -> jax.Array:
+  """Memory-slot states after every backbone layer: [B, L, M, H] (fp32).
+
+  tokens/mask: [B, T], documents left-padded (mask 0 on padding). Positions count from each
+  document's first token, so the result does not depend on how much padding a row has.
+  """
+  cfg = spec.backbone
+  B = tokens.shape[0]
+  M = spec.geometry.memory_tokens
+  emb = model.embed(backbone_params, tokens)
+  mem = jnp.broadcast_to(hparams["memory"].astype(emb.dtype), (B, M, cfg.hidden_size))
+  h = constrain(jnp.concatenate([emb, mem], axis=1), ("batch", "act_seq", "act_embed"))
+  seg = jnp.concatenate([mask.astype(jnp.int32), jnp.ones((B, M), jnp.int32)], axis=1)
+  positions = jnp.maximum(jnp.cumsum(seg, axis=1) - 1, 0)
+  metalora = {t: {"a": hparams["metalora"]["a"][t], "b": hparams["metalora"]["b"][t]}
+              for t in hparams["metalora"]["a"]}
+  _, _, collected = model.decode_layers(backbone_params, cfg, h, positions=positions,
+                                        segment_ids=seg, lora=metalora, lora_coef=1.0,
+                                        collect_last=M, remat=spec.remat)
+  states = jnp.swapaxes(collected, 0, 1).astype(jnp.float32)  # [B, L, M, H]
+  return constrain(states, ("batch", None, None, "act_embed"))
+
+
+def carve(states: jax.Array, spec: CompilerSpec) -> tuple[dict, dict]:
+  """Generated states [B, L, M, H] -> LoRA factors a[t] [L, B, d_in, r], b[t] [L, B, r, d_out].
+
+  The factors are unscaled: mount them with coefficient α · spec.scale.
+  """
+  g = spec.geometry
+  B, L = states.shape[:2]
+  flat = states.reshape(B, L, -1)[:, :, :g.per_layer]
+  out: dict[str, dict] = {"a": {}, "b": {}}
+  for s in g.slices:
+    piece = flat[:, :, s.start:s.start + s.size].reshape(B, L, *s.shape)
+    out[s.factor][s.target] = jnp.swapaxes(piece, 0, 1)
+  return out["a"], out["b"]
+
+
+def compile_lora(hparams: HParams, backbone_params, tokens: jax.Array, mask: jax.Array, *,
+                 spec: CompilerSpec) -> tuple[dict, dict]:
+  """Documents [B, T] (left-padded, mask) -> per-document LoRA factors ([L, B, ...] each)."""
+  states = encode_memory(hparams, backbone_params, tokens, mask, spec=spec)
+  generated = spec.generator().apply({"params": hparams["generator"]}, states)
+  return carve(generated, spec)

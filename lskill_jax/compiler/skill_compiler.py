@@ -1,0 +1,231 @@
+"""`SkillCompiler`: the user-facing compiler (backbone + spec + params), text in, adapters out.
+
+    comp = lsj.SkillCompiler.create(bb, config, seed=0)      # or .load(ckpt_dir, backbone=bb)
+    adapters = comp.compile(["skill text 1", "skill text 2"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from lskill_jax import sharding as shd
+from lskill_jax.adapter.adapter import Adapter, base_fingerprint, text_hash, weighted_sum
+from lskill_jax.backbone.loading import Backbone
+from lskill_jax.compiler import checkpoint as ckpt
+from lskill_jax.compiler import hypernet
+from lskill_jax.compiler.documents import DocumentError, SkillDocument, parse_skill
+from lskill_jax.compiler.hypernet import CompilerSpec
+from lskill_jax.sharded_call import call, put
+
+OVERLONG = ("error", "truncate", "chunk")
+_LENGTH_BUCKET = 64
+
+
+def spec_from_config(config, backbone_config) -> CompilerSpec:
+  """A CompilerSpec from a config (a full experiment config with `.compiler`, or that section)."""
+  section = config.compiler if hasattr(config, "compiler") else config
+  d = dict(section.to_dict() if hasattr(section, "to_dict") else section)
+  d["targets"] = tuple(d.get("targets", hypernet.model.TARGETS))
+  return CompilerSpec(backbone=backbone_config, **d)
+
+
+@dataclasses.dataclass
+class CompiledBatch:
+  """Per-document results of `compile_documents`: an Adapter or the error that stopped it."""
+  results: list[Adapter | DocumentError]
+
+  @property
+  def adapters(self) -> list[Adapter]:
+    return [r for r in self.results if isinstance(r, Adapter)]
+
+  @property
+  def errors(self) -> list[DocumentError]:
+    return [r for r in self.results if isinstance(r, DocumentError)]
+
+
+class SkillCompiler:
+  """A skill compiler bound to its backbone. `params` is the trainable pytree."""
+
+  def __init__(self, backbone: Backbone, spec: CompilerSpec, params, checkpoint_id: str | None = None):
+    if spec.backbone != backbone.config:
+      raise ValueError("the compiler spec was built for another backbone config.")
+    self.backbone = backbone
+    self.spec = spec
+    self.params = params
+    self._checkpoint_id = checkpoint_id
+
+  # ------------------------------------------------------------------ construction
+
+  @classmethod
+  def create(cls, backbone: Backbone, config, seed: int = 0) -> "SkillCompiler":
+    """A freshly initialised compiler for `backbone` (config: ml_collections config or section)."""
+    spec = spec_from_config(config, backbone.config)
+    params = init_params(spec, seed, backbone.mesh)
+    return cls(backbone, spec, params)
+
+  @classmethod
+  def load(cls, path: str, backbone: Backbone) -> "SkillCompiler":
+    """A trained compiler from an Orbax checkpoint (see `compiler.checkpoint.find`)."""
+    spec_path, params_dir = ckpt.find(path)
+    blob = ckpt.read_spec(spec_path)
+    fp = base_fingerprint(backbone.config)
+    if blob.get("base_fingerprint") != fp:
+      raise ckpt.CheckpointError(
+          f"{path}: this compiler was trained for base model {blob.get('base_fingerprint')} "
+          f"({blob.get('base_model')}) but the backbone given is {fp} ({backbone.source}).")
+    spec = ckpt.spec_from_json(blob["spec"], backbone.config)
+    abstract = jax.eval_shape(lambda: hypernet.init(jax.random.key(0), spec))
+    shardings = param_shardings(spec, abstract, backbone.mesh)
+    params = ckpt.restore_params(params_dir, ckpt.abstract_like(abstract, shardings))
+    return cls(backbone, spec, params)
+
+  def save(self, path: str) -> None:
+    """Writes compiler.json + params/ (Orbax) under `path`."""
+    ckpt.write_spec(path, self.spec, base_fingerprint(self.backbone.config), self.backbone.source)
+    ckpt.save_params(os.path.join(path, "params"), self.params)
+    self._checkpoint_id = None
+
+  @property
+  def checkpoint_id(self) -> str:
+    """Content hash of the spec and params: identifies the compiler in adapter caches."""
+    if self._checkpoint_id is None:
+      h = hashlib.sha256(repr(ckpt.spec_to_json(self.spec)).encode())
+      for leaf in jax.tree.leaves(self.params):
+        h.update(np.asarray(jax.device_get(leaf)).tobytes())
+      self._checkpoint_id = h.hexdigest()[:16]
+    return self._checkpoint_id
+
+  # ------------------------------------------------------------------ compiling
+
+  def tokenize(self, text: str) -> list[int]:
+    tok = self.backbone.tokenizer
+    if tok is None:
+      raise ValueError("the backbone has no tokenizer; use compile_tokens with token ids.")
+    return tok(text, add_special_tokens=False)["input_ids"]
+
+  def compile_tokens(self, tokens: np.ndarray, mask: np.ndarray) -> Adapter:
+    """Token ids [B, T] (left-padded, mask 1 on tokens) -> one per-row Adapter of batch B."""
+    bb = self.backbone
+    mesh = bb.mesh
+    B = tokens.shape[0]
+    g = self.spec.geometry
+    shapes = bb.config.projection_shapes()
+    a_logical, b_logical, a_shapes, b_shapes = {}, {}, {}, {}
+    for t in self.spec.targets:
+      d_in, d_out = hypernet.model.projection_logical_axes(t)
+      a_logical[t] = ("layers", "batch", d_in, "lora_rank")
+      b_logical[t] = ("layers", "batch", "lora_rank", d_out)
+      a_shapes[t] = (g.num_layers, B, shapes[t][0], g.rank)
+      b_shapes[t] = (g.num_layers, B, g.rank, shapes[t][1])
+    args = (self.params, bb.params, put(np.asarray(tokens, np.int32), mesh, ("batch", None)),
+            put(np.asarray(mask, np.int32), mesh, ("batch", None)))
+    a, b = call(_compile_impl, mesh, {"spec": self.spec}, args,
+                (a_logical, b_logical), (a_shapes, b_shapes))
+    return Adapter.from_factors(a, b, self.spec.scale, base_fingerprint=base_fingerprint(bb.config),
+                                producer="lskill_jax.compiler", compiler_id=self.checkpoint_id)
+
+  def compile_documents(self, docs: Sequence[str | bytes | SkillDocument], *,
+                        overlong: str = "error", batch_size: int = 8) -> CompiledBatch:
+    """Compiles many documents; a bad document yields its DocumentError, the others compile.
+
+    overlong: what to do with a document longer than spec.context_len tokens —
+      "error" (default) refuses it; "truncate" keeps its first context_len tokens;
+      "chunk" compiles consecutive context_len-token chunks and averages their adapters
+      (exact, by rank concatenation: the rank grows with the number of chunks).
+    The adapter's metadata records the treatment applied.
+    """
+    if overlong not in OVERLONG:
+      raise ValueError(f"overlong must be one of {OVERLONG}, got {overlong!r}.")
+    limit = self.spec.context_len
+    results: list[Any] = [None] * len(docs)
+    pieces: list[tuple[int, list[int]]] = []  # (doc index, token ids) to compile
+    parsed: dict[int, SkillDocument] = {}
+    for i, d in enumerate(docs):
+      try:
+        doc = d if isinstance(d, SkillDocument) else parse_skill(d, source=f"document {i}")
+        ids = self.tokenize(doc.text)
+        if len(ids) > limit:
+          if overlong == "error":
+            raise DocumentError(
+                f"{doc.source}: {len(ids)} tokens, over the compiler's context of {limit}; "
+                "shorten it, or pass overlong='truncate' or 'chunk'.")
+          chunks = [ids[:limit]] if overlong == "truncate" else \
+              [ids[s:s + limit] for s in range(0, len(ids), limit)]
+        else:
+          chunks = [ids]
+        parsed[i] = doc
+        pieces.extend((i, c) for c in chunks)
+      except DocumentError as e:
+        results[i] = e
+    per_doc: dict[int, list[Adapter]] = {}
+    for start in range(0, len(pieces), batch_size):
+      batch = pieces[start:start + batch_size]
+      tokens, mask = _left_pad([c for _, c in batch], batch_size)
+      stacked = self.compile_tokens(tokens, mask)
+      for j, (i, _) in enumerate(batch):
+        per_doc.setdefault(i, []).append(stacked.row(j))
+    for i, ads in per_doc.items():
+      doc = parsed[i]
+      n_tokens = len(self.tokenize(doc.text))
+      ad = ads[0] if len(ads) == 1 else weighted_sum(ads, [1.0 / len(ads)] * len(ads))
+      treatment = None
+      if n_tokens > limit:
+        treatment = (f"truncated to the first {limit} of {n_tokens} tokens" if overlong == "truncate"
+                     else f"{len(ads)} chunks of up to {limit} tokens, averaged")
+      meta = {k: v for k, v in ads[0].metadata.items() if k != "composition"}
+      results[i] = dataclasses.replace(ad, meta=()).with_meta(
+          **meta, source_hash=text_hash(doc.text), name=doc.name or None,
+          source=doc.source, tokens=n_tokens, treatment=treatment)
+    return CompiledBatch(results)
+
+  def compile(self, texts: Sequence[str | bytes | SkillDocument], *, overlong: str = "error",
+              batch_size: int = 8) -> list[Adapter]:
+    """One adapter per skill text (raises DocumentError on the first unusable document)."""
+    out = self.compile_documents(texts, overlong=overlong, batch_size=batch_size)
+    if out.errors:
+      raise out.errors[0]
+    return out.results
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _compile_impl(hparams, backbone_params, tokens, mask, *, spec):
+  return hypernet.compile_lora(hparams, backbone_params, tokens, mask, spec=spec)
+
+
+def _left_pad(seqs: list[list[int]], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+  """Left-pads to a bucketed length and a fixed batch (fewer recompiles); extra rows are empty."""
+  T = -(-max(len(s) for s in seqs) // _LENGTH_BUCKET) * _LENGTH_BUCKET
+  B = max(len(seqs), 1)
+  B = min(batch_size, 1 << (B - 1).bit_length())
+  tokens = np.zeros((B, T), np.int32)
+  mask = np.zeros((B, T), np.int32)
+  for i, s in enumerate(seqs):
+    tokens[i, T - len(s):] = s
+    mask[i, T - len(s):] = 1
+  return tokens, mask
+
+
+def param_shardings(spec: CompilerSpec, abstract, mesh):
+  if mesh is None:
+    return None
+  return shd.tree_shardings(mesh, hypernet.param_logical_axes(abstract), abstract)
+
+
+def init_params(spec: CompilerSpec, seed: int, mesh=None):
+  """Initialised compiler params, created directly with their shardings under a mesh."""
+  key = jax.random.key(seed)
+  if mesh is None:
+    return jax.jit(hypernet.init, static_argnums=1)(key, spec)
+  abstract = jax.eval_shape(lambda: hypernet.init(key, spec))
+  shardings = param_shardings(spec, abstract, mesh)
+  with jax.set_mesh(mesh):
+    return jax.jit(hypernet.init, static_argnums=1, out_shardings=shardings)(key, spec)
