@@ -1,0 +1,52 @@
+"""Shared training settings (the paper's optimizer) and helpers for stage configs."""
+
+import ml_collections
+
+
+def data_defaults(stage: int) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      train="",                       # skill_pretrain/train.jsonl (stage 1) or skill_ift/train.json (stage 2)
+      val="",                         # skill_pretrain/val.jsonl (stage 1)
+      corpus_dirs=("data/starter_corpus",),  # stage 1 without jsonl: split these on the fly
+      val_fraction=0.1,
+      val_records=200,                # stage 2: last N records held out for validation
+      on_error="raise",               # or "skip": malformed lines are skipped and counted
+      seq_len=4096,                   # backbone tokens per example
+      context_len=4087,               # compiler tokens per example
+      p_completion=0.5, min_cut=0.1, max_cut=0.3,
+      seed=0,
+  ))
+
+
+def train_defaults(stage: int) -> ml_collections.ConfigDict:
+  return ml_collections.ConfigDict(dict(
+      steps=1000,
+      batch_size=8,                   # examples per optimizer step (per process)
+      accum=8,                        # micro-batches per step (batch_size / accum per pass)
+      lr=5e-5 if stage == 1 else 1e-5,
+      warmup_steps=200 if stage == 1 else 40,
+      weight_decay=0.01,
+      clip_norm=1.0,
+      remat=True,
+      loss_chunk=512,
+      seed=0,
+      log_every=10,
+      eval_every=100,                 # 0 = no validation
+      eval_batch_size=8,
+      eval_docs=64,
+      save_every=200,
+      keep_checkpoints=3,
+      async_checkpointing=True,
+      max_bad_steps=10,
+      progress_bar=True,
+  ))
+
+
+def with_training(base: ml_collections.ConfigDict, stage: int) -> ml_collections.ConfigDict:
+  c = base
+  c.stage = stage
+  c.init_from = ""                    # stage 2: the stage-1 workdir (or a saved compiler)
+  c.mesh = ""                         # e.g. "data=-1,fsdp=1,tensor=1"; empty: single device
+  c.data = data_defaults(stage)
+  c.train = train_defaults(stage)
+  return c

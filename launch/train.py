@@ -1,0 +1,48 @@
+"""Train the skill compiler (Stage 1 or Stage 2).
+
+  python -m launch.train --config=configs/stage1_smollm2_135m.py --workdir=workdir/stage1
+  python -m launch.train --config=configs/stage2_smollm2_135m.py --workdir=workdir/stage2 \
+      --config.init_from=workdir/stage1
+
+Re-running the same command resumes from the latest checkpoint in --workdir.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from launch import common
+from lskill_jax.training.trainer import train
+
+config_flags.DEFINE_config_file("config", None, "Training config (configs/stage{1,2}_*.py).",
+                                lock_config=True)
+flags.DEFINE_string("workdir", None, "Checkpoints, metrics.jsonl and TensorBoard logs go here.",
+                    required=True)
+flags.DEFINE_integer("stop_after", None, "Stop after this many steps in total (the schedule "
+                     "still runs to config.train.steps on resume).")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  del argv
+  config = FLAGS.config
+  if config is None:
+    raise app.UsageError("--config is required")
+  if config.get("mesh") and not FLAGS.mesh:
+    FLAGS.mesh = config.mesh
+  mesh = common.init_runtime()
+  os.makedirs(FLAGS.workdir, exist_ok=True)
+  with open(os.path.join(FLAGS.workdir, "config.json"), "w") as f:
+    f.write(config.to_json_best_effort(indent=1))
+  result = train(config, FLAGS.workdir, mesh=mesh, max_steps=FLAGS.stop_after)
+  result.pop("state", None)
+  logging.info("finished at step %d", result["step"])
+  print(json.dumps({k: v for k, v in result.items() if not isinstance(v, list)}, indent=1))
+
+
+if __name__ == "__main__":
+  app.run(main)

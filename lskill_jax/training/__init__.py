@@ -1,0 +1,1 @@
+"""Training the compiler: optimizer, jitted train/eval steps, the loop with checkpoints."""

@@ -1,0 +1,35 @@
+"""AdamW with the paper's schedule (linear warmup, then linear decay to zero), global-norm
+clipping, and weight decay on weight matrices only (not norms, biases, position tables or
+memory tokens)."""
+
+from __future__ import annotations
+
+import jax
+import optax
+
+_NO_DECAY = ("norm", "bias", "layer_pe", "token_pe", "memory")
+
+
+def decay_mask(params):
+  """True for leaves that get weight decay."""
+  def keep(path, leaf):
+    name = jax.tree_util.keystr(path)
+    return not any(k in name for k in _NO_DECAY)
+  return jax.tree_util.tree_map_with_path(keep, params)
+
+
+def schedule(lr: float, warmup_steps: int, total_steps: int) -> optax.Schedule:
+  warmup_steps = max(1, min(warmup_steps, total_steps))
+  return optax.join_schedules(
+      [optax.linear_schedule(0.0, lr, warmup_steps),
+       optax.linear_schedule(lr, 0.0, max(1, total_steps - warmup_steps))], [warmup_steps])
+
+
+def make(lr: float, warmup_steps: int, total_steps: int, weight_decay: float = 0.01,
+         clip_norm: float = 1.0, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8):
+  """(optimizer, schedule)."""
+  sched = schedule(lr, warmup_steps, total_steps)
+  opt = optax.chain(optax.clip_by_global_norm(clip_norm),
+                    optax.adamw(sched, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay,
+                                mask=decay_mask))
+  return opt, sched

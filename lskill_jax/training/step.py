@@ -1,0 +1,131 @@
+"""The jitted training and evaluation steps.
+
+`train_step(state, batch, backbone_params)` compiles one adapter per example, mounts it on the
+frozen backbone, and takes one AdamW step on the compiler's params only, accumulating
+gradients over `accum` micro-batches (token-weighted). A step whose loss or gradient is not
+finite leaves params and optimizer state unchanged and reports `skipped = 1`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from lskill_jax import sharding as shd
+from lskill_jax.compiler import hypernet
+from lskill_jax.compiler.hypernet import CompilerSpec
+from lskill_jax.training.losses import lm_loss
+
+BATCH_KEYS = ("doc_tokens", "doc_mask", "tokens", "weights", "segment_ids")
+
+
+class TrainState(NamedTuple):
+  step: jax.Array
+  params: Any
+  opt_state: Any
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+  accum: int = 1          # micro-batches per optimizer step
+  remat: bool = True
+  loss_chunk: int = 512
+
+
+def _lora(a, b):
+  return {t: {"a": a[t], "b": b[t]} for t in a}
+
+
+def _delta_ratio(a, b, scale, layer_w_norms):
+  """Mean over rows and targets of ‖s·A·B‖_F / ‖W‖_F, per layer: [L].
+
+  ‖AB‖²_F = tr((AᵀA)(BBᵀ)) uses only r×r products, so this costs nothing next to the step.
+  """
+  ratios = []
+  for t in a:
+    ata = jnp.einsum("lbir,lbis->lbrs", a[t], a[t])
+    bbt = jnp.einsum("lbro,lbso->lbrs", b[t], b[t])
+    fro = jnp.sqrt(jnp.maximum(jnp.einsum("lbrs,lbsr->lb", ata, bbt), 0.0)) * scale
+    ratios.append(jnp.mean(fro, axis=1) / layer_w_norms[t])
+  return jnp.mean(jnp.stack(ratios), axis=0)
+
+
+def weight_norms(backbone_params, targets) -> dict[str, jax.Array]:
+  """‖W‖_F per layer for each LoRA target: {target: [L]}."""
+  return {t: jnp.sqrt(jnp.sum(jnp.square(backbone_params["layers"][t].astype(jnp.float32)),
+                              axis=(1, 2))) for t in targets}
+
+
+def _micro_loss(params, backbone_params, mb, spec: CompilerSpec, cfg: StepConfig, w_norms):
+  a, b = hypernet.compile_lora(params, backbone_params, mb["doc_tokens"], mb["doc_mask"], spec=spec)
+  total, count = lm_loss(backbone_params, spec.backbone, mb["tokens"], mb["segment_ids"],
+                         mb["weights"], _lora(a, b), spec.scale, remat=cfg.remat, chunk=cfg.loss_chunk)
+  ratio = _delta_ratio(jax.lax.stop_gradient(a), jax.lax.stop_gradient(b), spec.scale, w_norms)
+  return total, (count, ratio)
+
+
+def train_step(state: TrainState, batch: dict, backbone_params, *, spec: CompilerSpec,
+               cfg: StepConfig, optimizer: optax.GradientTransformation, schedule):
+  """One optimizer step over `batch` ([accum · micro, ...] arrays). Returns (state, metrics)."""
+  w_norms = weight_norms(backbone_params, spec.targets)
+  micro = jax.tree.map(lambda x: x.reshape(cfg.accum, -1, *x.shape[1:]),
+                       {k: batch[k] for k in BATCH_KEYS})
+  grad_fn = jax.value_and_grad(_micro_loss, has_aux=True)
+
+  def accumulate(carry, mb):
+    loss_sum, count_sum, ratio_sum, grads = carry
+    (loss, (count, ratio)), g = grad_fn(state.params, backbone_params, mb, spec, cfg, w_norms)
+    grads = jax.tree.map(jnp.add, grads, g)
+    return (loss_sum + loss, count_sum + count, ratio_sum + ratio, grads), None
+
+  zeros = jax.tree.map(jnp.zeros_like, state.params)
+  init = (jnp.float32(0), jnp.float32(0), jnp.zeros((spec.backbone.num_layers,), jnp.float32), zeros)
+  (loss_sum, count, ratio_sum, grads), _ = jax.lax.scan(accumulate, init, micro)
+  denom = jnp.maximum(count, 1.0)
+  grads = jax.tree.map(lambda g: g / denom, grads)
+  loss = loss_sum / denom
+  grad_norm = optax.global_norm(grads)
+  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  updates, new_opt = optimizer.update(grads, state.opt_state, state.params)
+  new_params = optax.apply_updates(state.params, updates)
+  keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+  new_state = TrainState(state.step + 1, keep(new_params, state.params), keep(new_opt, state.opt_state))
+  metrics = {"loss": loss, "grad_norm": grad_norm, "lr": schedule(state.step),
+             "target_tokens": count, "skipped": (~finite).astype(jnp.int32),
+             "delta_w_ratio": ratio_sum / cfg.accum}
+  return new_state, metrics
+
+
+def eval_step(params, backbone_params, batch: dict, *, spec: CompilerSpec, cfg: StepConfig):
+  """Held-out loss sums with the compiled adapter ('own'), no adapter ('none'), and the adapter
+  compiled from the next example's document ('other'); plus the target count."""
+  a, b = hypernet.compile_lora(params, backbone_params, batch["doc_tokens"], batch["doc_mask"], spec=spec)
+  args = (backbone_params, spec.backbone, batch["tokens"], batch["segment_ids"], batch["weights"])
+  own, count = lm_loss(*args, _lora(a, b), spec.scale, remat=False, chunk=cfg.loss_chunk)
+  none, _ = lm_loss(*args, None, 0.0, remat=False, chunk=cfg.loss_chunk)
+  roll = lambda x: jnp.roll(x, 1, axis=1)  # adapters are [L, B, ...]: row i gets row i-1's
+  other, _ = lm_loss(*args, _lora(jax.tree.map(roll, a), jax.tree.map(roll, b)), spec.scale,
+                     remat=False, chunk=cfg.loss_chunk)
+  return {"own": own, "none": none, "other": other, "count": count}
+
+
+# ----------------------------------------------------------------------------- shardings
+
+
+def batch_logical() -> dict[str, tuple]:
+  return {k: ("batch", None) for k in BATCH_KEYS}
+
+
+def state_shardings(mesh, state: TrainState):
+  """Shardings of the train state: params by their logical axes; every params-shaped subtree of
+  the optimizer state (Adam moments) like the params; everything else (counts) replicated."""
+  p_sh = shd.tree_shardings(mesh, hypernet.param_logical_axes(state.params), state.params)
+  params_def = jax.tree.structure(state.params)
+  is_params_like = lambda x: jax.tree.structure(x) == params_def
+  opt_sh = jax.tree.map(lambda x: p_sh if is_params_like(x) else shd.replicated(mesh),
+                        state.opt_state, is_leaf=is_params_like)
+  return TrainState(shd.replicated(mesh), p_sh, opt_sh)

@@ -1,0 +1,151 @@
+"""Training: Stage 1/2 on the tiny config, exact resume, sharded step, bad data, guards."""
+
+import json
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import lskill_jax as lsj
+from configs import stage1_tiny, stage2_tiny
+from lskill_jax.data import pipeline, records
+from lskill_jax.training import optimizer as optim
+from lskill_jax.training.step import StepConfig, TrainState, state_shardings, train_step
+from lskill_jax.training.trainer import train
+
+
+def _config(steps=4, **train_overrides):
+  c = stage1_tiny.get_config()
+  c.train.update(steps=steps, batch_size=2, accum=1, log_every=1, eval_every=steps,
+                 save_every=2, eval_docs=4, eval_batch_size=2, async_checkpointing=False)
+  c.train.update(**train_overrides)
+  return c
+
+
+def _metrics(workdir, kind="train"):
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    return [r for r in map(json.loads, f) if r["kind"] == kind]
+
+
+def test_stage1_tiny_runs_and_reports_the_signal(tmp_path):
+  out = train(_config(steps=4), str(tmp_path))
+  assert out["step"] == 4
+  rows = _metrics(tmp_path)
+  assert [r["step"] for r in rows] == [1, 2, 3, 4]
+  for r in rows:
+    assert np.isfinite(r["loss"]) and r["tokens_per_s"] > 0 and r["skipped"] == 0
+    assert len(r["delta_w_ratio_by_layer"]) == 2
+  val = _metrics(tmp_path, "val")[-1]
+  for mode in ("reconstruction", "completion"):
+    for cond in ("own", "none", "other"):
+      assert np.isfinite(val[f"{mode}/{cond}"])
+  assert os.path.isdir(tmp_path / "tb")
+  # The run is a loadable compiler.
+  comp = lsj.SkillCompiler.load(str(tmp_path), backbone=lsj.backbone_from_config(_config()))
+  assert comp.compile(["Open the fridge, then take the apple."])[0].rank == comp.spec.rank
+
+
+def test_resume_is_exact(tmp_path):
+  straight = train(_config(steps=4, eval_every=0), str(tmp_path / "a"))
+  train(_config(steps=4, eval_every=0), str(tmp_path / "b"), max_steps=2)   # "killed" after step 2
+  # An interrupted later save leaves only a temporary folder, which must be ignored.
+  os.makedirs(tmp_path / "b" / "checkpoints" / "4.orbax-checkpoint-tmp-99" / "params")
+  resumed = train(_config(steps=4, eval_every=0), str(tmp_path / "b"))
+  assert resumed["step"] == 4
+  la = [r["loss"] for r in _metrics(tmp_path / "a")]
+  lb = [r["loss"] for r in _metrics(tmp_path / "b")]
+  np.testing.assert_allclose(lb, la, rtol=0, atol=1e-6)
+  for x, y in zip(jax.tree.leaves(straight["state"].params), jax.tree.leaves(resumed["state"].params)):
+    np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=0, atol=1e-6)
+
+
+def _step_inputs():
+  c = _config()
+  bb = lsj.backbone_from_config(c)
+  comp = lsj.SkillCompiler.create(bb, c, seed=0)
+  texts = [f"Step {i}: open the drawer, take the key, and close it again. " * 3 for i in range(4)]
+  dcfg = pipeline.DataConfig(seq_len=256, context_len=128, batch_size=4)
+  batch = pipeline.stage1_dataset(bb.tokenizer, texts, dcfg)[0]
+  batch = {k: v for k, v in batch.items() if k != "n_docs"}
+  opt, sched = optim.make(1e-3, 1, 10)
+  return bb, comp, batch, opt, sched
+
+
+def test_sharded_train_step_equals_single_device():
+  if jax.device_count() < 8:
+    pytest.skip("needs 8 devices")
+  bb, comp, batch, opt, sched = _step_inputs()
+  cfg = StepConfig(accum=2, remat=True, loss_chunk=64)
+  fn = lambda s, b, bp: train_step(s, b, bp, spec=comp.spec, cfg=cfg, optimizer=opt, schedule=sched)
+  state = TrainState(jnp.int32(0), comp.params, opt.init(comp.params))
+  single_state, single_m = jax.jit(fn)(state, batch, bb.params)
+
+  mesh = lsj.make_mesh(data=2, fsdp=2, tensor=2)
+  sbb = lsj.with_mesh(bb, mesh)
+  sh = state_shardings(mesh, state)
+  sstate = jax.device_put(TrainState(jnp.int32(0), comp.params, opt.init(comp.params)), sh)
+  assert sstate.params["metalora"]["a"]["q"].sharding.spec[1] == "fsdp"
+  sbatch = {k: jax.device_put(v, lsj.sharding.named_sharding(mesh, ("batch", None), v.shape))
+            for k, v in batch.items()}
+  with jax.set_mesh(mesh):
+    sharded_state, sharded_m = jax.jit(fn, in_shardings=(sh, jax.tree.map(lambda x: x.sharding, sbatch),
+                                                         jax.tree.map(lambda x: x.sharding, sbb.params)),
+                                       out_shardings=(sh, None))(sstate, sbatch, sbb.params)
+  np.testing.assert_allclose(float(sharded_m["loss"]), float(single_m["loss"]), rtol=1e-5)
+  for x, y in zip(jax.tree.leaves(single_state.params), jax.tree.leaves(sharded_state.params)):
+    np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-4, atol=1e-6)
+
+
+def test_non_finite_step_is_skipped_and_params_kept():
+  bb, comp, batch, opt, sched = _step_inputs()
+  batch["weights"] = batch["weights"] * np.nan
+  state = TrainState(jnp.int32(0), comp.params, opt.init(comp.params))
+  new, m = jax.jit(lambda s, b, bp: train_step(s, b, bp, spec=comp.spec, cfg=StepConfig(accum=1),
+                                               optimizer=opt, schedule=sched))(state, batch, bb.params)
+  assert int(m["skipped"]) == 1
+  for x, y in zip(jax.tree.leaves(comp.params), jax.tree.leaves(new.params)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
+def test_bad_data_is_named(tmp_path):
+  bad = tmp_path / "train.jsonl"
+  bad.write_text('{"text": "fine"}\n{"text": broken\n{"nope": 1}\n{"text": "  "}\n')
+  with pytest.raises(records.DataError, match=r"train.jsonl:2: malformed JSON"):
+    records.read_pretrain_jsonl(str(bad))
+  texts, report = records.read_pretrain_jsonl(str(bad), on_error="skip")
+  assert texts == ["fine"] and sum(report.skipped.values()) == 3 and "text" in report.summary()
+  (tmp_path / "empty.jsonl").write_text("")
+  with pytest.raises(records.DataError, match="no usable documents"):
+    records.read_pretrain_jsonl(str(tmp_path / "empty.jsonl"))
+  c = _config()
+  c.data.train = str(tmp_path / "long.jsonl")
+  records.write_jsonl(c.data.train, [{"text": "word " * 2000}] * 3)
+  with pytest.raises(records.DataError, match="every document is over"):
+    train(c, str(tmp_path / "wd"))
+  with pytest.raises(FileNotFoundError, match="build_corpus"):
+    records.read_pretrain_jsonl(str(tmp_path / "missing.jsonl"))
+
+
+def test_stage2_starts_from_stage1(tmp_path):
+  train(_config(steps=2, eval_every=0), str(tmp_path / "s1"))
+  recs = [{"context": f"Skill {i}: heat the cup with the microwave before placing it.",
+           "conversations": [{"role": "user", "content": f"Task {i}: put a hot cup on the table."},
+                             {"role": "assistant", "content": "<think>Heat first.</think><action>go to microwave 1</action>"},
+                             {"role": "user", "content": "You arrive at microwave 1."},
+                             {"role": "assistant", "content": "<action>heat cup 1 with microwave 1</action>"}]}
+          for i in range(10)]
+  records.write_json(str(tmp_path / "skill_ift" / "train.json"), recs)
+  c = stage2_tiny.get_config()
+  c.compiler.context_len = 640  # the stage-1 tiny spec
+  c.data.train = str(tmp_path / "skill_ift" / "train.json")
+  c.init_from = str(tmp_path / "s1")
+  c.train.update(steps=2, async_checkpointing=False, save_every=2, eval_every=2)
+  out = train(c, str(tmp_path / "s2"))
+  s1 = lsj.SkillCompiler.load(str(tmp_path / "s1"), backbone=lsj.backbone_from_config(c))
+  assert out["step"] == 2 and "val/stage2/own" in out
+  # Started from stage 1 (not from scratch): the first update moves params only a little.
+  diff = max(float(jnp.abs(a - b).max()) for a, b in zip(jax.tree.leaves(s1.params),
+                                                          jax.tree.leaves(out["state"].params)))
+  assert diff < 0.05
