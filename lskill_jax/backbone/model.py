@@ -113,7 +113,8 @@ def stat_dtype(dtype) -> jnp.dtype:
 def rope_inv_freq(cfg: BackboneConfig) -> np.ndarray:
   """Inverse RoPE frequencies [D/2] in fp32, with the configured frequency scaling."""
   D = cfg.head_dim
-  inv = (1.0 / (np.float32(cfg.rope_theta) ** (np.arange(0, D, 2, dtype=np.int64).astype(np.float32) / np.float32(D)))).astype(np.float32)
+  exponents = np.arange(0, D, 2, dtype=np.int64).astype(np.float32) / np.float32(D)
+  inv = (1.0 / (np.float32(cfg.rope_theta) ** exponents)).astype(np.float32)  # as transformers: fp32
   sc = cfg.rope_scaling
   if sc.kind == "linear":
     inv = inv / np.float32(sc.factor)
