@@ -1,0 +1,90 @@
+"""Train-step throughput (target tokens/s and all tokens/s) for a stage-1 config, and, on an
+accelerator, model FLOPs utilisation against the device's peak.
+
+  python -m benchmarks.train --config=configs/stage1_tiny.py
+  python -m benchmarks.train --config=configs/stage1_smollm2_135m.py --seq_len=512 --batch=2
+
+The peer is the backbone's own forward+backward over the same tokens without the compiler
+(a plain LoRA-free fine-tuning step would cost about this), measured in the same run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+from absl import app, flags
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+import lskill_jax as lsj
+from benchmarks.common import best_of, machine
+from lskill_jax.training import optimizer as optim
+from lskill_jax.training.losses import lm_loss
+from lskill_jax.training.step import StepConfig, TrainState, train_step
+
+flags.DEFINE_string("config", "configs/stage1_tiny.py", "Stage-1 config file.")
+flags.DEFINE_integer("seq_len", 0, "Override data.seq_len (and context_len).")
+flags.DEFINE_integer("batch", 0, "Override train.batch_size (accum 1).")
+flags.DEFINE_integer("repeats", 3, "Timed repeats.")
+flags.DEFINE_float("peak_tflops", 0.0, "Device peak TFLOP/s for MFU (0 = skip).")
+FLAGS = flags.FLAGS
+
+
+def _config(path):
+  spec = importlib.util.spec_from_file_location("bench_config", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module.get_config()
+
+
+def main(argv):
+  del argv
+  c = _config(FLAGS.config)
+  if FLAGS.seq_len:
+    c.data.seq_len = c.data.context_len = FLAGS.seq_len
+  if FLAGS.batch:
+    c.train.batch_size, c.train.accum = FLAGS.batch, 1
+  bb = lsj.backbone_from_config(c)
+  comp = lsj.SkillCompiler.create(bb, c, seed=0)
+  B, T, Tc = c.train.batch_size, c.data.seq_len, c.data.context_len
+  rng = np.random.RandomState(0)
+  batch = {"doc_tokens": rng.randint(0, bb.config.vocab_size, (B, Tc)).astype(np.int32),
+           "doc_mask": np.ones((B, Tc), np.int32),
+           "tokens": rng.randint(0, bb.config.vocab_size, (B, T)).astype(np.int32),
+           "weights": np.ones((B, T), np.float32), "segment_ids": np.ones((B, T), np.int32)}
+  opt, sched = optim.make(1e-4, 10, 1000)
+  cfg = StepConfig(accum=c.train.accum, remat=c.train.remat, loss_chunk=c.train.loss_chunk)
+  step = jax.jit(lambda s, b, bp: train_step(s, b, bp, spec=comp.spec, cfg=cfg, optimizer=opt,
+                                             schedule=sched))
+  state = TrainState(jnp.int32(0), comp.params, opt.init(comp.params))
+  t_step = best_of(lambda: jax.block_until_ready(step(state, batch, bb.params)), FLAGS.repeats)
+
+  # Peer: backbone forward+backward over the same tokens, gradient w.r.t. the backbone input.
+  def plain(bp, tokens):
+    def f(embed):
+      p = {**bp, "embed": embed}
+      total, n = lm_loss(p, bb.config, tokens, batch["segment_ids"], batch["weights"], None, 0.0,
+                         remat=c.train.remat, chunk=c.train.loss_chunk)
+      return total / n
+    return jax.grad(f)(bp["embed"])
+  peer = jax.jit(plain)
+  t_peer = best_of(lambda: jax.block_until_ready(peer(bb.params, batch["tokens"])), FLAGS.repeats)
+
+  n_params = sum(x.size for x in jax.tree.leaves(bb.params))
+  g = comp.spec.geometry
+  # 6·N per trained-through token for the backbone passes (encode + loss pass), forward only for
+  # nothing: gradients flow through both passes to the compiler.
+  flops = 6 * n_params * B * (T + Tc + g.memory_tokens)
+  print(f"machine: {machine()}")
+  print(f"config {c.name}: batch {B} x (conversation {T} + document {Tc} + {g.memory_tokens} memory) tokens")
+  print(f"train step: {t_step:.3f} s = {B * T / t_step:,.0f} conversation tokens/s "
+        f"({B * (T + Tc) / t_step:,.0f} tokens/s counting documents)")
+  print(f"peer (backbone fwd+bwd over the conversation only): {t_peer:.3f} s; "
+        f"step / peer = {t_step / t_peer:.2f}")
+  if FLAGS.peak_tflops:
+    print(f"MFU ~ {flops / t_step / (FLAGS.peak_tflops * 1e12):.1%} (approx. {flops / 1e12:.2f} TFLOP/step)")
+
+
+if __name__ == "__main__":
+  app.run(main)
