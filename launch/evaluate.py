@@ -30,14 +30,14 @@ flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
 
 
-def compile_fn_from(checkpoint: str, bb):
-  """The compiler's `compile` for the latent mode, loaded from a checkpoint directory."""
+def load_compiler(checkpoint: str, bb):
+  """The skill compiler for the latent mode, loaded from a checkpoint directory."""
   try:
     from lskill_jax.compiler import SkillCompiler
   except ImportError as err:
     raise SystemExit(f"--compiler needs lskill_jax.compiler.SkillCompiler, which cannot be "
                      f"imported here ({err}); drop 'latent' from --modes to run the others.")
-  return SkillCompiler.load(checkpoint, backbone=bb).compile
+  return SkillCompiler.load(checkpoint, backbone=bb)
 
 
 def main(argv):
@@ -56,9 +56,14 @@ def main(argv):
                          "(a trained skill compiler); drop latent to run the other modes.")
   mesh = common.init_runtime()
   bb = lsj.load_backbone(FLAGS.model, dtype=FLAGS.dtype, mesh=mesh)
-  compile_fn = compile_fn_from(FLAGS.compiler, bb) if "latent" in modes else None
-  rep = agents.evaluate_backbone(bb, config, modes, FLAGS.workdir, compile_fn=compile_fn,
-                                 compiler_name=FLAGS.compiler, alpha=FLAGS.alpha)
+  compiler = load_compiler(FLAGS.compiler, bb) if "latent" in modes else None
+  try:
+    rep = agents.evaluate_backbone(
+        bb, config, modes, FLAGS.workdir, compile_fn=compiler.compile if compiler else None,
+        compiler_name=FLAGS.compiler, compiler_id=compiler.checkpoint_id if compiler else None,
+        alpha=FLAGS.alpha)
+  except agents.DataMissingError as err:  # the message says which command makes the data
+    raise SystemExit(str(err)) from None
   print(report.to_markdown(rep))
 
 

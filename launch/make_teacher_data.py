@@ -86,6 +86,7 @@ def main(argv):
   del argv
   import lskill_jax as lsj
   from lskill_jax.agents.results import atomic_write
+  from lskill_jax.agents.tasks import DataMissingError
 
   builders = {"alfworld": alfworld_records, "searchqa": searchqa_records}
   unknown = set(FLAGS.envs) - set(builders)
@@ -96,7 +97,10 @@ def main(argv):
     raise app.UsageError(f"--model={FLAGS.model} has no tokenizer to measure lengths with.")
   records, summary = [], {}
   for env in FLAGS.envs:
-    recs, stats = builders[env](tokenizer)
+    try:
+      recs, stats = builders[env](tokenizer)
+    except DataMissingError as err:  # the message says which command makes the data
+      raise SystemExit(str(err)) from None
     records += recs
     summary[env] = {"records": len(recs), **stats}
   atomic_write(FLAGS.out, json.dumps(records, ensure_ascii=False, indent=1) + "\n")

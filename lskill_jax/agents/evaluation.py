@@ -32,7 +32,8 @@ class Runtime:
   model_name: str
   workdir: str
   compile_fn: CompileFn | None = None
-  compiler_name: str | None = None
+  compiler_name: str | None = None     # shown in the report (e.g. the checkpoint path)
+  compiler_id: str | None = None       # identifies the compiler in the settings (content hash)
   alpha: float = 1.0
   show_progress: bool = True
 
@@ -43,10 +44,11 @@ class Runtime:
 
 def evaluate_backbone(bb, config, modes: Sequence[str], workdir: str, *,
                       compile_fn: CompileFn | None = None, compiler_name: str | None = None,
-                      alpha: float = 1.0, show_progress: bool = True) -> dict:
+                      compiler_id: str | None = None, alpha: float = 1.0,
+                      show_progress: bool = True) -> dict:
   """`evaluate` with greedy generation on a loaded backbone."""
   rt = Runtime(bb.tokenizer, backbone_generate_fn(bb, config.max_new_tokens), bb.source or "model",
-               workdir, compile_fn, compiler_name, alpha, show_progress)
+               workdir, compile_fn, compiler_name, compiler_id, alpha, show_progress)
   return evaluate(config, modes, rt)
 
 
@@ -120,7 +122,7 @@ def _settings(config, rt: Runtime, env: str, split: str, mode: str, skill_texts,
   if mode == "fewshot":
     settings["demos"] = text_digest(demo_texts)
   if mode == "latent":
-    settings.update(alpha=rt.alpha, compiler=rt.compiler_name)
+    settings.update(alpha=rt.alpha, compiler=rt.compiler_id or rt.compiler_name)
   return settings
 
 

@@ -110,6 +110,9 @@ def to_markdown(rep: Mapping) -> str:
       lines.append(f"\nColumns are {metric}; episodes per type: {counts}."
                    + (f" Episodes ended by environment errors: {errors}." if errors else ""))
     lines.append("")
+  lines.append("Prefill: prompt ids sent per step (chat template included); decode: ids "
+               "generated per step (end-of-turn id excluded); skill/demo: prompt tokens of the "
+               "in-context skill or the demonstration.\n")
   meta = rep.get("meta", {})
   lines.append(f"Model: `{meta.get('model')}`"
                + (f"; compiler: `{meta.get('compiler')}`, alpha {meta.get('alpha')}"
