@@ -266,6 +266,8 @@ def train(config, workdir: str, mesh=None, max_steps: int | None = None) -> dict
              disable=jax.process_index() != 0 or not t.progress_bar)
   tick, tokens_since = time.perf_counter(), 0.0
   try:
+    if start == 0 and val_batches and t.eval_every > 0:  # the untrained baseline of the curve
+      writer.write(0, "val", validate(state.params, bb, spec, step_cfg, val_batches, mesh))
     for step in range(start, end):
       raw = next(batches)
       batch = {k: put(raw[k], mesh, ("batch", None)) for k in BATCH_KEYS}

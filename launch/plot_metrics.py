@@ -1,0 +1,46 @@
+"""Plot a training run's metrics.jsonl: train loss, and the held-out losses with the document's
+own adapter vs no adapter vs another document's adapter (the signal that the compiler works).
+
+  python -m launch.plot_metrics --workdir=workdir/stage1 --out=workdir/stage1/curve.png
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from absl import app, flags
+
+flags.DEFINE_string("workdir", None, "Training workdir (reads metrics.jsonl).", required=True)
+flags.DEFINE_string("out", "", "PNG path (default: WORKDIR/curve.png).")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+  del argv
+  import matplotlib
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt
+  with open(os.path.join(FLAGS.workdir, "metrics.jsonl")) as f:
+    rows = [json.loads(line) for line in f if line.strip()]
+  train = [r for r in rows if r["kind"] == "train"]
+  val = [r for r in rows if r["kind"] == "val"]
+  modes = sorted({k.split("/")[0] for r in val for k in r if "/" in k})
+  fig, axes = plt.subplots(1, 1 + len(modes), figsize=(5 * (1 + len(modes)), 4))
+  axes = list(axes) if len(modes) else [axes]
+  axes[0].plot([r["step"] for r in train], [r["loss"] for r in train], lw=1)
+  axes[0].set(title="train loss (per target token)", xlabel="step")
+  for ax, mode in zip(axes[1:], modes):
+    for cond, style in (("own", "-o"), ("none", "--s"), ("other", ":^")):
+      ax.plot([r["step"] for r in val], [r[f"{mode}/{cond}"] for r in val], style,
+              label={"own": "own adapter", "none": "no adapter", "other": "other doc's adapter"}[cond])
+    ax.set(title=f"held-out {mode} loss", xlabel="step")
+    ax.legend()
+  fig.tight_layout()
+  out = FLAGS.out or os.path.join(FLAGS.workdir, "curve.png")
+  fig.savefig(out, dpi=110)
+  print(out)
+
+
+if __name__ == "__main__":
+  app.run(main)
