@@ -9,9 +9,8 @@ each program, next to a plain prefill (forward with logits) of the same tokens.
 
 from __future__ import annotations
 
-import importlib.util
-
 from absl import app, flags
+from ml_collections import config_flags
 import jax
 import numpy as np
 
@@ -20,7 +19,7 @@ from benchmarks.common import best_of, machine
 from lskill_jax.backbone import model
 from lskill_jax.compiler import hypernet
 
-flags.DEFINE_string("config", "configs/smollm2_135m.py", "Compiler config file.")
+config_flags.DEFINE_config_file("config", "configs/smollm2_135m.py", "Compiler config file.")
 flags.DEFINE_integer("doc_tokens", 512, "Document length in tokens.")
 flags.DEFINE_integer("batch", 8, "Documents per batched compile.")
 flags.DEFINE_integer("repeats", 3, "Timed repeats (best is reported).")
@@ -28,11 +27,6 @@ flags.DEFINE_enum("dtype", "", ["", "float32", "bfloat16"], "Override the config
 FLAGS = flags.FLAGS
 
 
-def _config(path):
-  spec = importlib.util.spec_from_file_location("bench_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
 
 
 def _temp_bytes(fn, *args) -> float:
@@ -42,7 +36,7 @@ def _temp_bytes(fn, *args) -> float:
 
 def main(argv):
   del argv
-  c = _config(FLAGS.config)
+  c = FLAGS.config
   if FLAGS.dtype:
     c.dtype = FLAGS.dtype
   bb = lsj.backbone_from_config(c)

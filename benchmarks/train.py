@@ -10,9 +10,8 @@ The peer is the backbone's own forward+backward over the same tokens without the
 
 from __future__ import annotations
 
-import importlib.util
-
 from absl import app, flags
+from ml_collections import config_flags
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -23,7 +22,7 @@ from lskill_jax.training import optimizer as optim
 from lskill_jax.training.losses import lm_loss
 from lskill_jax.training.step import StepConfig, TrainState, train_step
 
-flags.DEFINE_string("config", "configs/stage1_tiny.py", "Stage-1 config file.")
+config_flags.DEFINE_config_file("config", "configs/stage1_tiny.py", "Stage-1 config file.")
 flags.DEFINE_integer("seq_len", 0, "Override data.seq_len (and context_len).")
 flags.DEFINE_integer("batch", 0, "Override train.batch_size (accum 1).")
 flags.DEFINE_integer("repeats", 3, "Timed repeats.")
@@ -31,16 +30,11 @@ flags.DEFINE_float("peak_tflops", 0.0, "Device peak TFLOP/s for MFU (0 = skip)."
 FLAGS = flags.FLAGS
 
 
-def _config(path):
-  spec = importlib.util.spec_from_file_location("bench_config", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module.get_config()
 
 
 def main(argv):
   del argv
-  c = _config(FLAGS.config)
+  c = FLAGS.config
   if FLAGS.seq_len:
     c.data.seq_len = c.data.context_len = FLAGS.seq_len
   if FLAGS.batch:
