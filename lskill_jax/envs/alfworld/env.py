@@ -354,7 +354,8 @@ def expert_trajectories(game_files: GameSet | Sequence[str], expert: str = "walk
   files = game_files.game_files if isinstance(game_files, GameSet) else tuple(game_files)
   jobs = [(f, expert, max_steps, seed) for f in files]
   if workers > 1 and len(jobs) > 1:
-    with multiprocessing.Pool(min(workers, len(jobs))) as pool:
+    # spawn, not fork: forking a process that has JAX's threads running can deadlock.
+    with multiprocessing.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
       yield from pool.imap(_expert_job, jobs)
   else:
     yield from map(_expert_job, jobs)

@@ -791,7 +791,8 @@ def generate_split(root: str, split: str, num_games: int, seed: int = 0,
     _pool(split, t)  # fail early if a split cannot hold a type
   jobs = [(split, i, seed, types[i % len(types)]) for i in range(num_games)]
   if workers > 1 and num_games > 1:
-    pool = multiprocessing.Pool(min(workers, num_games))
+    # spawn, not fork: forking a process that has JAX's threads running can deadlock.
+    pool = multiprocessing.get_context("spawn").Pool(min(workers, num_games))
     results = pool.imap(_make_game_job, jobs)
   else:
     pool, results = None, map(_make_game_job, jobs)
