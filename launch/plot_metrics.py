@@ -22,7 +22,9 @@ def main(argv):
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
   with open(os.path.join(FLAGS.workdir, "metrics.jsonl")) as f:
-    rows = [json.loads(line) for line in f if line.strip()]
+    lines = [json.loads(line) for line in f if line.strip()]
+  # A resumed run logs the steps after its last checkpoint again: the later line wins.
+  rows = sorted({(r["kind"], r["step"]): r for r in lines}.values(), key=lambda r: r["step"])
   train = [r for r in rows if r["kind"] == "train"]
   val = [r for r in rows if r["kind"] == "val"]
   modes = sorted({k.split("/")[0] for r in val for k in r if "/" in k})
