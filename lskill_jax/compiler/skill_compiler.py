@@ -146,7 +146,7 @@ class SkillCompiler:
     limit = self.spec.context_len
     results: list[Any] = [None] * len(docs)
     pieces: list[tuple[int, list[int]]] = []  # (doc index, token ids) to compile
-    parsed: dict[int, SkillDocument] = {}
+    parsed: dict[int, tuple[SkillDocument, int]] = {}  # doc index -> (document, its token count)
     for i, d in enumerate(docs):
       try:
         doc = d if isinstance(d, SkillDocument) else parse_skill(d, source=f"document {i}")
@@ -160,7 +160,7 @@ class SkillCompiler:
               [ids[s:s + limit] for s in range(0, len(ids), limit)]
         else:
           chunks = [ids]
-        parsed[i] = doc
+        parsed[i] = (doc, len(ids))
         pieces.extend((i, c) for c in chunks)
       except DocumentError as e:
         results[i] = e
@@ -172,8 +172,7 @@ class SkillCompiler:
       for j, (i, _) in enumerate(batch):
         per_doc.setdefault(i, []).append(stacked.row(j))
     for i, ads in per_doc.items():
-      doc = parsed[i]
-      n_tokens = len(self.tokenize(doc.text))
+      doc, n_tokens = parsed[i]
       ad = ads[0] if len(ads) == 1 else weighted_sum(ads, [1.0 / len(ads)] * len(ads))
       treatment = None
       if n_tokens > limit:

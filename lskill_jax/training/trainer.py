@@ -316,8 +316,3 @@ def train(config, workdir: str, mesh=None, max_steps: int | None = None) -> dict
     bar.close()
   return {"step": int(jax.device_get(state.step)), "state": state, **last}
 
-
-def export_compiler(workdir: str, backbone, out: str) -> None:
-  """Writes the latest params of a training run as a standalone compiler checkpoint."""
-  from lskill_jax.compiler.skill_compiler import SkillCompiler
-  SkillCompiler.load(workdir, backbone).save(out)
