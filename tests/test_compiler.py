@@ -50,7 +50,7 @@ def test_describe_qwen3_8b_matches_the_paper_without_allocating():
 
 
 def test_geometry_rounds_up_for_smollm2():
-  g = geometry(lsj.load_backbone.__globals__["from_hf_config"](dict(
+  g = geometry(from_hf_config(dict(
       model_type="llama", vocab_size=49152, hidden_size=576, intermediate_size=1536,
       num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3, rope_theta=1e5)), 8)
   assert g.per_layer == 81408 and g.memory_tokens == 142 and g.dropped_per_layer == 142 * 576 - 81408

@@ -185,11 +185,16 @@ def _host(x):
   return x.item() if x.size == 1 else x.tolist()
 
 
+# Jitted once at module level (spec and cfg are hashable), so every validation of a run
+# reuses the compiled program instead of tracing a fresh lambda.
+_eval_jit = jax.jit(eval_step, static_argnames=("spec", "cfg"))
+
+
 def validate(params, bb, spec, step_cfg, val_batches, mesh) -> dict[str, float]:
   """Mean held-out loss per token with own / no / another document's adapter, per mode."""
   if not val_batches:
     return {}
-  fn = jax.jit(lambda p, bp, b: eval_step(p, bp, b, spec=spec, cfg=step_cfg))
+  fn = lambda p, bp, b: _eval_jit(p, bp, b, spec=spec, cfg=step_cfg)
   sums: dict[str, dict[str, float]] = {}
   for batch in val_batches:
     for mode, arrays in batch.items():
