@@ -29,93 +29,17 @@ from lskill_jax.adapter.adapter import base_fingerprint
 from lskill_jax.backbone.loading import backbone_from_config
 from lskill_jax.compiler import checkpoint as compiler_ckpt
 from lskill_jax.compiler.skill_compiler import init_params, spec_from_config
-from lskill_jax.data import pipeline, records, stage1
-from lskill_jax.data.corpus import build_corpus
+from lskill_jax.data import pipeline
 from lskill_jax.sharded_call import put
 from lskill_jax.training import optimizer as optim
-from lskill_jax.training.step import (BATCH_KEYS, StepConfig, TrainState, batch_logical, eval_step,
+from lskill_jax.training.datasets import make_datasets
+from lskill_jax.training.step import (BATCH_KEYS, StepConfig, TrainState,
                                       state_shardings, train_step)
+from lskill_jax.training.validation import validate
 
 
 class NonFiniteLossError(RuntimeError):
   """Training produced non-finite losses for too many consecutive steps."""
-
-
-# ----------------------------------------------------------------------------- data
-
-
-def _load_texts(data_cfg) -> tuple[list[str], list[str]]:
-  """Stage-1 (train, val) texts: jsonl files, or a corpus directory split on the fly."""
-  if data_cfg.get("train"):
-    train, rep = records.read_pretrain_jsonl(data_cfg.train, on_error=data_cfg.on_error)
-    logging.info("%s", rep.summary())
-    val = []
-    if data_cfg.get("val"):
-      val, rep = records.read_pretrain_jsonl(data_cfg.val, on_error=data_cfg.on_error)
-      logging.info("%s", rep.summary())
-    return train, val
-  train, val, report = build_corpus(list(data_cfg.corpus_dirs), val_fraction=data_cfg.val_fraction)
-  logging.info("corpus: %s", report.summary())
-  if not train:
-    raise records.DataError(f"no training documents in {list(data_cfg.corpus_dirs)}:\n{report.summary()}")
-  return train, val
-
-
-def _fits(tokenizer, texts: list[str], seq_len: int, where: str) -> list[str]:
-  """Drops documents over the length budget (counted); refuses a corpus where all are."""
-  lengths = [len(x) for x in tokenizer(texts, add_special_tokens=False)["input_ids"]]
-  kept = [t for t, n in zip(texts, lengths) if n + stage1.CHAT_OVERHEAD + 32 <= seq_len]
-  if len(kept) < len(texts):
-    logging.warning("%s: %d of %d documents are over the %d-token budget and skipped.",
-                    where, len(texts) - len(kept), len(texts), seq_len)
-  if not kept:
-    raise records.DataError(f"{where}: every document is over the {seq_len}-token budget "
-                            f"(shortest: {min(lengths)} tokens); raise data.seq_len or split them.")
-  return kept
-
-
-def _datasets(config, tokenizer):
-  d = config.data
-  dcfg = pipeline.DataConfig(seq_len=d.seq_len, context_len=d.context_len,
-                             batch_size=config.train.batch_size, seed=d.seed,
-                             p_completion=d.p_completion, min_cut=d.min_cut, max_cut=d.max_cut)
-  if config.stage == 1:
-    train, val = _load_texts(d)
-    train = _fits(tokenizer, train, d.seq_len, "train")
-    val = _fits(tokenizer, val, d.seq_len, "validation") if val else []
-    return pipeline.stage1_dataset(tokenizer, train, dcfg), _stage1_val_batches(tokenizer, val, config)
-  recs, rep = records.read_ift_json(d.train, on_error=d.on_error)
-  logging.info("%s", rep.summary())
-  n_val = min(d.get("val_records", 0), len(recs) // 5)
-  train_recs, val_recs = recs[:len(recs) - n_val], recs[len(recs) - n_val:]
-  val_batches = []
-  if val_recs:
-    bs = max(2, min(len(val_recs), config.train.eval_batch_size))
-    ds = pipeline.stage2_dataset(tokenizer, val_recs, dataclasses.replace(dcfg, batch_size=bs), epochs=1)
-    val_batches = [{"stage2": ds[i]} for i in range(len(ds))]
-  return pipeline.stage2_dataset(tokenizer, train_recs, dcfg), val_batches
-
-
-def _stage1_val_batches(tokenizer, texts: list[str], config) -> list[dict[str, dict]]:
-  """Held-out batches, one document per example, in reconstruction and in completion mode."""
-  if len(texts) < 2:
-    return []
-  d, bs = config.data, max(2, config.train.eval_batch_size)
-  opts = stage1.Stage1Options(seq_len=d.seq_len, context_len=d.context_len, p_completion=0.0,
-                              min_cut=d.min_cut, max_cut=d.max_cut)
-  texts = texts[:config.train.eval_docs]
-  out = []
-  for start in range(0, len(texts) - 1, bs):
-    chunk = texts[start:start + bs]
-    if len(chunk) < 2:
-      break
-    batch = {}
-    for mode in ("reconstruction", "completion"):
-      rng = np.random.default_rng(d.seed + start)
-      exs = [stage1.build_example(tokenizer, [t], rng, opts, modes=[mode]) for t in chunk]
-      batch[mode] = {k: np.stack([e[k] for e in exs]) for k in BATCH_KEYS}
-    out.append(batch)
-  return out
 
 
 # ----------------------------------------------------------------------------- state
@@ -185,35 +109,6 @@ def _host(x):
   return x.item() if x.size == 1 else x.tolist()
 
 
-# Jitted once at module level (spec and cfg are hashable), so every validation of a run
-# reuses the compiled program instead of tracing a fresh lambda.
-_eval_jit = jax.jit(eval_step, static_argnames=("spec", "cfg"))
-
-
-def validate(params, bb, spec, step_cfg, val_batches, mesh) -> dict[str, float]:
-  """Mean held-out loss per token with own / no / another document's adapter, per mode."""
-  if not val_batches:
-    return {}
-  fn = lambda p, bp, b: _eval_jit(p, bp, b, spec=spec, cfg=step_cfg)
-  sums: dict[str, dict[str, float]] = {}
-  for batch in val_batches:
-    for mode, arrays in batch.items():
-      arrays = {k: put(v, mesh, ("batch", None)) for k, v in arrays.items() if k in BATCH_KEYS}
-      if mesh is not None:
-        with jax.set_mesh(mesh):
-          out = fn(params, bb.params, arrays)
-      else:
-        out = fn(params, bb.params, arrays)
-      acc = sums.setdefault(mode, {"own": 0.0, "none": 0.0, "other": 0.0, "count": 0.0})
-      for k in acc:
-        acc[k] += float(out[k])
-  result = {}
-  for mode, acc in sums.items():
-    for cond in ("own", "none", "other"):
-      result[f"{mode}/{cond}"] = acc[cond] / max(acc["count"], 1.0)
-  return result
-
-
 def train(config, workdir: str, mesh=None, max_steps: int | None = None) -> dict[str, Any]:
   """Runs (or resumes) training; returns the last logged metrics and validation results.
 
@@ -231,7 +126,7 @@ def train(config, workdir: str, mesh=None, max_steps: int | None = None) -> dict
   if t.batch_size % t.accum:
     raise ValueError(f"train.batch_size={t.batch_size} must be a multiple of train.accum={t.accum}.")
 
-  train_ds, val_batches = _datasets(config, bb.tokenizer)
+  train_ds, val_batches = make_datasets(config, bb.tokenizer)
   batches = pipeline.Batches(train_ds)
 
   params = init_params(spec, t.seed, mesh)

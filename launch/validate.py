@@ -1,0 +1,62 @@
+"""Measure a saved training step: loss with the document's own adapter vs none vs another's.
+
+  python -m launch.validate --workdir=workdir/stage1 --split=train,val --docs=32 [--step=300]
+
+Reads the run's config.json (written by launch.train) unless --config is given, restores the
+step (default: the latest), and prints one row per split and mode with the gaps
+`none - own` (what adapters buy) and `other - own` (what the document's own adapter buys).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from absl import app, flags
+import ml_collections
+from ml_collections import config_flags
+
+from launch import common
+from lskill_jax.training.validation import evaluate_checkpoint
+
+config_flags.DEFINE_config_file("config", None, "The run's training config (default: "
+                                "WORKDIR/config.json).", lock_config=True)
+flags.DEFINE_string("workdir", None, "Training workdir.", required=True)
+flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+flags.DEFINE_list("split", ["val"], "Comma-separated splits: val, train.")
+flags.DEFINE_integer("docs", None, "Documents (stage 2: records) per split (default: "
+                     "config.train.eval_docs).")
+flags.DEFINE_string("out", "", "Also write the results to this JSON file.")
+FLAGS = flags.FLAGS
+
+
+def _run_config(workdir: str):
+  path = os.path.join(workdir, "config.json")
+  if not os.path.isfile(path):
+    raise app.UsageError(f"{path} not found: pass --config=<the run's config file> (with the "
+                         "same --config.x=y overrides it was trained with).")
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
+def main(argv):
+  del argv
+  config = FLAGS.config or _run_config(FLAGS.workdir)
+  mesh = common.init_runtime()
+  results = {}
+  for split in FLAGS.split:
+    results[split] = evaluate_checkpoint(config, FLAGS.workdir, FLAGS.step, split, FLAGS.docs, mesh)
+  print(f"{'split':6} {'mode':15} {'own':>7} {'none':>7} {'other':>7} {'none-own':>9} {'other-own':>10}")
+  for split, res in results.items():
+    for mode in sorted({k.split("/")[0] for k in res}):
+      own, none, other = (res[f"{mode}/{c}"] for c in ("own", "none", "other"))
+      print(f"{split:6} {mode:15} {own:7.4f} {none:7.4f} {other:7.4f} {none - own:9.4f} {other - own:10.4f}")
+  if FLAGS.out:
+    tmp = FLAGS.out + ".tmp"
+    with open(tmp, "w") as f:
+      json.dump({"workdir": FLAGS.workdir, "step": FLAGS.step, **results}, f, indent=1)
+    os.replace(tmp, FLAGS.out)
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,124 @@
+"""What a training run reads: the training pipeline and fixed batches for measuring the signal.
+
+    train_ds, val_batches = make_datasets(config, tokenizer)
+    probe = eval_batches(config, tokenizer, split="train", docs=16)
+
+Stage 1 reads jsonl files (data.train / data.val) or splits data.corpus_dirs on the fly;
+Stage 2 reads a skill_ift json and holds out its last data.val_records records.
+"""
+
+from __future__ import annotations
+
+from absl import logging
+import numpy as np
+
+from lskill_jax.data import pipeline, records, stage1
+from lskill_jax.data.corpus import build_corpus
+from lskill_jax.training.step import BATCH_KEYS
+
+SPLITS = ("train", "val")
+
+
+def load_stage1_texts(data_cfg) -> tuple[list[str], list[str]]:
+  """Stage-1 (train, val) texts: jsonl files, or a corpus directory split on the fly."""
+  if data_cfg.get("train"):
+    train, rep = records.read_pretrain_jsonl(data_cfg.train, on_error=data_cfg.on_error)
+    logging.info("%s", rep.summary())
+    val = []
+    if data_cfg.get("val"):
+      val, rep = records.read_pretrain_jsonl(data_cfg.val, on_error=data_cfg.on_error)
+      logging.info("%s", rep.summary())
+    return train, val
+  train, val, report = build_corpus(list(data_cfg.corpus_dirs), val_fraction=data_cfg.val_fraction)
+  logging.info("corpus: %s", report.summary())
+  if not train:
+    raise records.DataError(f"no training documents in {list(data_cfg.corpus_dirs)}:\n{report.summary()}")
+  return train, val
+
+
+def fitting(tokenizer, texts: list[str], seq_len: int, where: str) -> list[str]:
+  """Drops documents over the length budget (counted); refuses a corpus where all are."""
+  lengths = [len(x) for x in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+  kept = [t for t, n in zip(texts, lengths) if n + stage1.CHAT_OVERHEAD + 32 <= seq_len]
+  if len(kept) < len(texts):
+    logging.warning("%s: %d of %d documents are over the %d-token budget and skipped.",
+                    where, len(texts) - len(kept), len(texts), seq_len)
+  if not kept:
+    raise records.DataError(f"{where}: every document is over the {seq_len}-token budget "
+                            f"(shortest: {min(lengths)} tokens); raise data.seq_len or split them.")
+  return kept
+
+
+def _data_config(config, batch_size: int) -> pipeline.DataConfig:
+  d = config.data
+  return pipeline.DataConfig(seq_len=d.seq_len, context_len=d.context_len, batch_size=batch_size,
+                             seed=d.seed, p_completion=d.p_completion, min_cut=d.min_cut,
+                             max_cut=d.max_cut)
+
+
+def _stage2_split(config) -> tuple[list, list]:
+  recs, rep = records.read_ift_json(config.data.train, on_error=config.data.on_error)
+  logging.info("%s", rep.summary())
+  n_val = min(config.data.get("val_records", 0), len(recs) // 5)
+  return recs[:len(recs) - n_val], recs[len(recs) - n_val:]
+
+
+def make_datasets(config, tokenizer):
+  """(training pipeline, validation batches) for config.stage."""
+  dcfg = _data_config(config, config.train.batch_size)
+  if config.stage == 1:
+    train, val = load_stage1_texts(config.data)
+    train = fitting(tokenizer, train, config.data.seq_len, "train")
+    val = fitting(tokenizer, val, config.data.seq_len, "validation") if val else []
+    return (pipeline.stage1_dataset(tokenizer, train, dcfg),
+            _stage1_batches(config, tokenizer, val[:config.train.eval_docs]))
+  train_recs, val_recs = _stage2_split(config)
+  return pipeline.stage2_dataset(tokenizer, train_recs, dcfg), _stage2_batches(config, tokenizer, val_recs)
+
+
+def eval_batches(config, tokenizer, split: str = "val", docs: int | None = None) -> list[dict[str, dict]]:
+  """Fixed batches for measuring own / none / other-document loss on `split`, keyed by mode.
+
+  Stage 1: the first `docs` (default train.eval_docs) documents of the split, one per
+  example, each in reconstruction and in completion mode. Stage 2: the held-out records
+  (split "val") or the first `docs` training records, under the key "stage2".
+  """
+  if split not in SPLITS:
+    raise ValueError(f"split must be one of {SPLITS}, not {split!r}.")
+  docs = config.train.eval_docs if docs is None else docs
+  if config.stage == 1:
+    train, val = load_stage1_texts(config.data)
+    texts = train if split == "train" else val
+    texts = fitting(tokenizer, texts, config.data.seq_len, split) if texts else []
+    return _stage1_batches(config, tokenizer, texts[:docs])
+  train_recs, val_recs = _stage2_split(config)
+  return _stage2_batches(config, tokenizer, val_recs if split == "val" else train_recs[:docs])
+
+
+def _stage1_batches(config, tokenizer, texts: list[str]) -> list[dict[str, dict]]:
+  # At least two rows per batch, so that every row has another document's adapter.
+  d, bs = config.data, max(2, config.train.eval_batch_size)
+  if len(texts) < 2:
+    return []
+  opts = stage1.Stage1Options(seq_len=d.seq_len, context_len=d.context_len, p_completion=0.0,
+                              min_cut=d.min_cut, max_cut=d.max_cut)
+  out = []
+  for start in range(0, len(texts) - 1, bs):
+    chunk = texts[start:start + bs]
+    if len(chunk) < 2:
+      break
+    batch = {}
+    for mode in ("reconstruction", "completion"):
+      rng = np.random.default_rng(d.seed + start)
+      exs = [stage1.build_example(tokenizer, [x], rng, opts, modes=[mode]) for x in chunk]
+      batch[mode] = {k: np.stack([e[k] for e in exs]) for k in BATCH_KEYS}
+    out.append(batch)
+  return out
+
+
+def _stage2_batches(config, tokenizer, recs: list) -> list[dict[str, dict]]:
+  if not recs:
+    return []
+  bs = max(2, min(len(recs), config.train.eval_batch_size))
+  ds = pipeline.stage2_dataset(tokenizer, recs, _data_config(config, bs), epochs=1)
+  return [{"stage2": ds[i]} for i in range(len(ds))]

@@ -1,0 +1,77 @@
+"""The signal that the compiler works: loss with its own adapter vs none vs another document's.
+
+    result = validate(params, backbone, spec, step_cfg, batches, mesh)
+    result = evaluate_checkpoint(config, workdir, step=300, split="train", docs=32)
+
+Keys are "<mode>/<own|none|other>" (mode: reconstruction, completion, or stage2), each the mean
+loss per target token. `own` well below `none` says the adapters help; `own` below `other` says
+they carry their own document rather than a generic skill-document prior. Measuring on the
+training split as well as the held-out one separates "cannot encode documents" from "encodes
+the documents it has seen but does not yet generalise".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+
+from lskill_jax.backbone.loading import backbone_from_config
+from lskill_jax.compiler import checkpoint as compiler_ckpt
+from lskill_jax.compiler import hypernet
+from lskill_jax.compiler.skill_compiler import param_shardings, spec_from_config
+from lskill_jax.sharded_call import put
+from lskill_jax.training.datasets import eval_batches
+from lskill_jax.training.step import BATCH_KEYS, StepConfig, eval_step
+
+CONDITIONS = ("own", "none", "other")
+
+# Jitted once at module level (spec and cfg are hashable), so every validation of a run
+# reuses the compiled program instead of tracing a fresh lambda.
+_eval_jit = jax.jit(eval_step, static_argnames=("spec", "cfg"))
+
+
+def validate(params, bb, spec, step_cfg, batches, mesh) -> dict[str, float]:
+  """Mean loss per target token with own / no / another document's adapter, per mode."""
+  if not batches:
+    return {}
+  sums: dict[str, dict[str, float]] = {}
+  for batch in batches:
+    for mode, arrays in batch.items():
+      arrays = {k: put(v, mesh, ("batch", None)) for k, v in arrays.items() if k in BATCH_KEYS}
+      if mesh is not None:
+        with jax.set_mesh(mesh):
+          out = _eval_jit(params, bb.params, arrays, spec=spec, cfg=step_cfg)
+      else:
+        out = _eval_jit(params, bb.params, arrays, spec=spec, cfg=step_cfg)
+      acc = sums.setdefault(mode, dict.fromkeys(CONDITIONS + ("count",), 0.0))
+      for k in acc:
+        acc[k] += float(out[k])
+  return {f"{mode}/{cond}": acc[cond] / max(acc["count"], 1.0)
+          for mode, acc in sums.items() for cond in CONDITIONS}
+
+
+def evaluate_checkpoint(config, workdir: str, step: int | None = None, split: str = "val",
+                        docs: int | None = None, mesh=None) -> dict[str, float]:
+  """`validate` for a saved step of a training run (default: its latest), on either split."""
+  ckpts = os.path.join(workdir, "checkpoints")
+  where = workdir if step is None else os.path.join(ckpts, str(step))
+  if step is not None and not os.path.isdir(os.path.join(where, "params")):
+    have = sorted(int(n) for n in os.listdir(ckpts) if n.isdigit()) if os.path.isdir(ckpts) else []
+    raise FileNotFoundError(f"{workdir}: no checkpoint for step {step}; saved steps: {have}.")
+  spec_path, params_dir = compiler_ckpt.find(where)
+  bb = backbone_from_config(config, mesh=mesh, seed=config.get("backbone_seed", 0))
+  spec = compiler_ckpt.spec_from_json(compiler_ckpt.read_spec(spec_path)["spec"], bb.config)
+  if dataclasses.replace(spec, remat=False) != dataclasses.replace(spec_from_config(config, bb.config),
+                                                                   remat=False):
+    raise ValueError(f"{workdir}: its compiler differs from this config's; pass the run's own "
+                     "config (the config.json that launch.train wrote there).")
+  abstract = jax.eval_shape(lambda: hypernet.init(jax.random.key(0), spec))
+  params = compiler_ckpt.restore_params(
+      params_dir, compiler_ckpt.abstract_like(abstract, param_shardings(spec, abstract, mesh)))
+  batches = eval_batches(config, bb.tokenizer, split, docs)
+  if not batches:
+    raise ValueError(f"no {split} documents to evaluate on (need at least two).")
+  cfg = StepConfig(accum=1, remat=False, loss_chunk=config.train.loss_chunk)
+  return validate(params, bb, spec, cfg, batches, mesh)
