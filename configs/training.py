@@ -27,6 +27,8 @@ def train_defaults(stage: int) -> ml_collections.ConfigDict:
       warmup_steps=200 if stage == 1 else 40,
       weight_decay=0.01,
       clip_norm=1.0,
+      clip_per_group=False,           # clip memory / MetaLoRA / generator gradients separately
+      memory_lr_scale=1.0,            # memory tokens learn at this multiple of lr
       remat=True,
       loss_chunk=512,
       seed=0,

@@ -6,6 +6,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import lskill_jax as lsj
@@ -189,3 +190,22 @@ def test_training_makes_adapters_carry_their_own_document(tmp_path):
     assert abs(first[f"{mode}/own"] - first[f"{mode}/other"]) < 0.005  # untrained: no signal
     assert own < none - 0.1, (mode, own, none)
     assert own < other - 0.01, (mode, own, other)
+
+
+def test_clipping_per_group_and_memory_learning_rate():
+  params = {"memory": jnp.ones((3, 4)), "metalora": {"a": jnp.ones((2, 2))},
+            "generator": {"w": jnp.ones((4, 4))}}
+  grads = {"memory": jnp.full((3, 4), 100.0), "metalora": {"a": jnp.full((2, 2), 0.1)},
+           "generator": {"w": jnp.full((4, 4), 0.05)}}
+  norms = lambda t: {k: float(optax.global_norm(v)) for k, v in t.items()}
+  per_group, _ = optim.clip(1.0, per_group=True).update(grads, optax.EmptyState())
+  np.testing.assert_allclose(list(norms(per_group).values()), [1.0, 0.2, 0.2], rtol=1e-6)
+  whole, _ = optim.clip(1.0, per_group=False).update(grads, optax.EmptyState())
+  assert norms(whole)["generator"] < 1e-3  # the memory tokens' gradient shrank everything
+  opt, _ = optim.make(1e-2, 1, 10, memory_lr_scale=0.0, clip_per_group=True)
+  new, opt_state = params, opt.init(params)
+  for _ in range(2):  # the first step's learning rate is 0 (warmup)
+    updates, opt_state = opt.update(grads, opt_state, new)
+    new = optax.apply_updates(new, updates)
+  np.testing.assert_array_equal(np.asarray(new["memory"]), np.asarray(params["memory"]))
+  assert float(jnp.abs(new["generator"]["w"] - params["generator"]["w"]).max()) > 0

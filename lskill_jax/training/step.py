@@ -96,7 +96,8 @@ def train_step(state: TrainState, batch: dict, backbone_params, *, spec: Compile
   new_state = TrainState(state.step + 1, keep(new_params, state.params), keep(new_opt, state.opt_state))
   metrics = {"loss": loss, "grad_norm": grad_norm, "lr": schedule(state.step),
              "target_tokens": count, "skipped": (~finite).astype(jnp.int32),
-             "delta_w_ratio": ratio_sum / cfg.accum}
+             "delta_w_ratio": ratio_sum / cfg.accum,
+             **{f"grad_norm_{k}": optax.global_norm(g) for k, g in grads.items()}}
   return new_state, metrics
 
 

@@ -121,7 +121,9 @@ def train(config, workdir: str, mesh=None, max_steps: int | None = None) -> dict
     raise ValueError("training needs a tokenizer; the backbone has none.")
   spec = dataclasses.replace(spec_from_config(config, bb.config), remat=t.remat)
   compiler_ckpt.write_spec(workdir, spec, base_fingerprint(bb.config), bb.source)
-  opt, sched = optim.make(t.lr, t.warmup_steps, t.steps, t.weight_decay, t.clip_norm)
+  opt, sched = optim.make(t.lr, t.warmup_steps, t.steps, t.weight_decay, t.clip_norm,
+                          memory_lr_scale=t.get("memory_lr_scale", 1.0),
+                          clip_per_group=t.get("clip_per_group", False))
   step_cfg = StepConfig(accum=t.accum, remat=t.remat, loss_chunk=t.loss_chunk)
   if t.batch_size % t.accum:
     raise ValueError(f"train.batch_size={t.batch_size} must be a multiple of train.accum={t.accum}.")
