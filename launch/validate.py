@@ -43,9 +43,7 @@ def main(argv):
   del argv
   config = FLAGS.config or _run_config(FLAGS.workdir)
   mesh = common.init_runtime()
-  results = {}
-  for split in FLAGS.split:
-    results[split] = evaluate_checkpoint(config, FLAGS.workdir, FLAGS.step, split, FLAGS.docs, mesh)
+  results = evaluate_checkpoint(config, FLAGS.workdir, FLAGS.step, tuple(FLAGS.split), FLAGS.docs, mesh)
   print(f"{'split':6} {'mode':15} {'own':>7} {'none':>7} {'other':>7} {'none-own':>9} {'other-own':>10}")
   for split, res in results.items():
     for mode in sorted({k.split("/")[0] for k in res}):

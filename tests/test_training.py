@@ -46,10 +46,10 @@ def test_stage1_tiny_runs_and_reports_the_signal(tmp_path):
   assert os.path.isdir(tmp_path / "tb")
   # A saved step measured again later gives the numbers the run logged, and the training split
   # can be measured the same way.
-  again = evaluate_checkpoint(_config(), str(tmp_path), step=4, split="val")
+  both = evaluate_checkpoint(_config(), str(tmp_path), step=4, splits=("val", "train"), docs=4)
+  again, on_train = both["val"], both["train"]
   for k, v in again.items():
     assert abs(v - val[k]) < 1e-5, k
-  on_train = evaluate_checkpoint(_config(), str(tmp_path), split="train", docs=4)
   assert set(on_train) == set(again) and on_train != again
   with pytest.raises(FileNotFoundError, match=r"no checkpoint for step 3; saved steps: \[2, 4\]"):
     evaluate_checkpoint(_config(), str(tmp_path), step=3)

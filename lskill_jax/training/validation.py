@@ -1,7 +1,7 @@
 """The signal that the compiler works: loss with its own adapter vs none vs another document's.
 
     result = validate(params, backbone, spec, step_cfg, batches, mesh)
-    result = evaluate_checkpoint(config, workdir, step=300, split="train", docs=32)
+    results = evaluate_checkpoint(config, workdir, step=300, splits=("train", "val"), docs=32)
 
 Keys are "<mode>/<own|none|other>" (mode: reconstruction, completion, or stage2), each the mean
 loss per target token. `own` well below `none` says the adapters help; `own` below `other` says
@@ -52,9 +52,9 @@ def validate(params, bb, spec, step_cfg, batches, mesh) -> dict[str, float]:
           for mode, acc in sums.items() for cond in CONDITIONS}
 
 
-def evaluate_checkpoint(config, workdir: str, step: int | None = None, split: str = "val",
-                        docs: int | None = None, mesh=None) -> dict[str, float]:
-  """`validate` for a saved step of a training run (default: its latest), on either split."""
+def evaluate_checkpoint(config, workdir: str, step: int | None = None, splits=("val",),
+                        docs: int | None = None, mesh=None) -> dict[str, dict[str, float]]:
+  """`validate` for a saved step of a training run (default: its latest): {split: results}."""
   ckpts = os.path.join(workdir, "checkpoints")
   where = workdir if step is None else os.path.join(ckpts, str(step))
   if step is not None and not os.path.isdir(os.path.join(where, "params")):
@@ -70,8 +70,11 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None, split: st
   abstract = jax.eval_shape(lambda: hypernet.init(jax.random.key(0), spec))
   params = compiler_ckpt.restore_params(
       params_dir, compiler_ckpt.abstract_like(abstract, param_shardings(spec, abstract, mesh)))
-  batches = eval_batches(config, bb.tokenizer, split, docs)
-  if not batches:
-    raise ValueError(f"no {split} documents to evaluate on (need at least two).")
   cfg = StepConfig(accum=1, remat=False, loss_chunk=config.train.loss_chunk)
-  return validate(params, bb, spec, cfg, batches, mesh)
+  results = {}
+  for split in splits:
+    batches = eval_batches(config, bb.tokenizer, split, docs)
+    if not batches:
+      raise ValueError(f"no {split} documents to evaluate on (need at least two).")
+    results[split] = validate(params, bb, spec, cfg, batches, mesh)
+  return results
