@@ -1,7 +1,7 @@
 """What a training run reads: the training pipeline and fixed batches for measuring the signal.
 
     train_ds, val_batches = make_datasets(config, tokenizer)
-    probe = eval_batches(config, tokenizer, split="train", docs=16)
+    probe = eval_batches(config, tokenizer, splits=("train",), docs=16)["train"]
 
 Stage 1 reads jsonl files (data.train / data.val) or splits data.corpus_dirs on the fly;
 Stage 2 reads a skill_ift json and holds out its last data.val_records records.
@@ -76,23 +76,26 @@ def make_datasets(config, tokenizer):
   return pipeline.stage2_dataset(tokenizer, train_recs, dcfg), _stage2_batches(config, tokenizer, val_recs)
 
 
-def eval_batches(config, tokenizer, split: str = "val", docs: int | None = None) -> list[dict[str, dict]]:
-  """Fixed batches for measuring own / none / other-document loss on `split`, keyed by mode.
+def eval_batches(config, tokenizer, splits=("val",), docs: int | None = None) -> dict[str, list[dict]]:
+  """Fixed batches for measuring own / none / other-document loss: {split: batches}.
 
-  Stage 1: the first `docs` (default train.eval_docs) documents of the split, one per
-  example, each in reconstruction and in completion mode. Stage 2: the held-out records
-  (split "val") or the first `docs` training records, under the key "stage2".
+  Stage 1: the first `docs` (default train.eval_docs) documents of each split, one per
+  example, each in reconstruction and in completion mode (keyed by mode). Stage 2: the
+  held-out records (split "val") or the first `docs` training records, under the key "stage2".
+  The data is read once for all splits.
   """
-  if split not in SPLITS:
-    raise ValueError(f"split must be one of {SPLITS}, not {split!r}.")
+  bad = [x for x in splits if x not in SPLITS]
+  if bad:
+    raise ValueError(f"splits must be among {SPLITS}, not {bad}.")
   docs = config.train.eval_docs if docs is None else docs
   if config.stage == 1:
-    train, val = load_stage1_texts(config.data)
-    texts = train if split == "train" else val
-    texts = fitting(tokenizer, texts, config.data.seq_len, split) if texts else []
-    return _stage1_batches(config, tokenizer, texts[:docs])
-  train_recs, val_recs = _stage2_split(config)
-  return _stage2_batches(config, tokenizer, val_recs if split == "val" else train_recs[:docs])
+    texts = dict(zip(SPLITS, load_stage1_texts(config.data)))
+    return {x: _stage1_batches(config, tokenizer, (
+        fitting(tokenizer, texts[x], config.data.seq_len, x) if texts[x] else [])[:docs])
+            for x in splits}
+  recs = dict(zip(SPLITS, _stage2_split(config)))
+  return {x: _stage2_batches(config, tokenizer, recs[x] if x == "val" else recs[x][:docs])
+          for x in splits}
 
 
 def _stage1_batches(config, tokenizer, texts: list[str]) -> list[dict[str, dict]]:

@@ -5,7 +5,6 @@ memory tokens)."""
 from __future__ import annotations
 
 import jax
-import jax.numpy as jnp
 import optax
 
 _NO_DECAY = ("norm", "bias", "layer_pe", "token_pe", "memory")
@@ -26,12 +25,8 @@ def schedule(lr: float, warmup_steps: int, total_steps: int) -> optax.Schedule:
        optax.linear_schedule(lr, 0.0, max(1, total_steps - warmup_steps))], [warmup_steps])
 
 
-def scale_memory_updates(factor: float) -> optax.GradientTransformation:
-  """Multiplies the memory tokens' updates by `factor` (their learning rate is factor · lr)."""
-  def scale(updates, state, params=None):
-    del params
-    return {**updates, "memory": jax.tree.map(lambda u: u * factor, updates["memory"])}, state
-  return optax.GradientTransformation(lambda params: optax.EmptyState(), scale)
+def _memory_only(params):
+  return {k: jax.tree.map(lambda _: k == "memory", v) for k, v in params.items()}
 
 
 def clip(clip_norm: float, per_group: bool) -> optax.GradientTransformation:
@@ -41,18 +36,13 @@ def clip(clip_norm: float, per_group: bool) -> optax.GradientTransformation:
   shrinking the others': zero-initialised memory tokens sit where the backbone's RMSNorm has
   slope 1/sqrt(eps), so their gradient norm is 10-1000x the rest and varies wildly per batch.
   """
-  return _clip_per_group(clip_norm) if per_group else optax.clip_by_global_norm(clip_norm)
+  whole = optax.clip_by_global_norm(clip_norm)
+  if not per_group:
+    return whole
 
-
-def _clip_per_group(clip_norm: float) -> optax.GradientTransformation:
   def update(updates, state, params=None):
     del params
-    out = {}
-    for k, g in updates.items():
-      norm = optax.global_norm(g)
-      factor = jnp.where(norm > clip_norm, clip_norm / jnp.maximum(norm, 1e-30), 1.0)
-      out[k] = jax.tree.map(lambda x: x * factor.astype(x.dtype), g)
-    return out, state
+    return {k: whole.update(g, optax.EmptyState())[0] for k, g in updates.items()}, state
   return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
@@ -64,5 +54,5 @@ def make(lr: float, warmup_steps: int, total_steps: int, weight_decay: float = 0
   parts = [clip(clip_norm, clip_per_group),
            optax.adamw(sched, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=decay_mask)]
   if memory_lr_scale != 1.0:
-    parts.append(scale_memory_updates(memory_lr_scale))
+    parts.append(optax.masked(optax.scale(memory_lr_scale), _memory_only))
   return optax.chain(*parts), sched

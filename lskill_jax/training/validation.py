@@ -72,8 +72,7 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None, splits=("
       params_dir, compiler_ckpt.abstract_like(abstract, param_shardings(spec, abstract, mesh)))
   cfg = StepConfig(accum=1, remat=False, loss_chunk=config.train.loss_chunk)
   results = {}
-  for split in splits:
-    batches = eval_batches(config, bb.tokenizer, split, docs)
+  for split, batches in eval_batches(config, bb.tokenizer, tuple(splits), docs).items():
     if not batches:
       raise ValueError(f"no {split} documents to evaluate on (need at least two).")
     results[split] = validate(params, bb, spec, cfg, batches, mesh)
