@@ -1,5 +1,6 @@
 """Plot a training run's metrics.jsonl: train loss, and the held-out losses with the document's
-own adapter vs no adapter vs another document's adapter (the signal that the compiler works).
+own adapter vs no adapter vs another document's adapter (the signal that the compiler works), and
+the share of the adapters that differs between documents (right axis).
 
   python -m launch.plot_metrics --workdir=workdir/stage1 --out=workdir/stage1/curve.png
 """
@@ -10,6 +11,8 @@ import json
 import os
 
 from absl import app, flags
+
+from lskill_jax.training.validation import DOC_SHARE
 
 flags.DEFINE_string("workdir", None, "Training workdir (reads metrics.jsonl).", required=True)
 flags.DEFINE_string("out", "", "PNG path (default: WORKDIR/curve.png).")
@@ -37,7 +40,12 @@ def main(argv):
       ax.plot([r["step"] for r in val], [r[f"{mode}/{cond}"] for r in val], style,
               label={"own": "own adapter", "none": "no adapter", "other": "other doc's adapter"}[cond])
     ax.set(title=f"held-out {mode} loss", xlabel="step")
-    ax.legend()
+    ax.legend(loc="upper left")
+    shares = [(r["step"], r[f"{mode}/{DOC_SHARE}"]) for r in val if f"{mode}/{DOC_SHARE}" in r]
+    if shares:  # logs written before this metric existed lack it
+      twin = ax.twinx()
+      twin.semilogy(*zip(*shares), color="grey", lw=1, label="adapter doc share (right)")
+      twin.legend(loc="upper right")
   fig.tight_layout()
   out = FLAGS.out or os.path.join(FLAGS.workdir, "curve.png")
   fig.savefig(out, dpi=110)

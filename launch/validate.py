@@ -17,7 +17,7 @@ import ml_collections
 from ml_collections import config_flags
 
 from launch import common
-from lskill_jax.training.validation import evaluate_checkpoint
+from lskill_jax.training.validation import DOC_SHARE, evaluate_checkpoint
 
 config_flags.DEFINE_config_file("config", None, "The run's training config (default: "
                                 "WORKDIR/config.json).", lock_config=True)
@@ -44,11 +44,13 @@ def main(argv):
   config = FLAGS.config or _run_config(FLAGS.workdir)
   mesh = common.init_runtime()
   results = evaluate_checkpoint(config, FLAGS.workdir, FLAGS.step, tuple(FLAGS.split), FLAGS.docs, mesh)
-  print(f"{'split':6} {'mode':15} {'own':>7} {'none':>7} {'other':>7} {'none-own':>9} {'other-own':>10}")
+  print(f"{'split':6} {'mode':15} {'own':>7} {'none':>7} {'other':>7} {'none-own':>9} {'other-own':>10} "
+        f"{'doc share':>9}")
   for split, res in results.items():
     for mode in sorted({k.split("/")[0] for k in res}):
       own, none, other = (res[f"{mode}/{c}"] for c in ("own", "none", "other"))
-      print(f"{split:6} {mode:15} {own:7.4f} {none:7.4f} {other:7.4f} {none - own:9.4f} {other - own:10.4f}")
+      print(f"{split:6} {mode:15} {own:7.4f} {none:7.4f} {other:7.4f} {none - own:9.4f} {other - own:10.4f} "
+            f"{res[f'{mode}/{DOC_SHARE}']:9.5f}")
   if FLAGS.out:
     tmp = FLAGS.out + ".tmp"
     with open(tmp, "w") as f:

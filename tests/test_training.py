@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
@@ -11,11 +13,15 @@ import pytest
 
 import lskill_jax as lsj
 from configs import stage1_tiny, stage2_tiny
+from lskill_jax.compiler import hypernet
 from lskill_jax.data import pipeline, records
 from lskill_jax.training import optimizer as optim
 from lskill_jax.training.step import StepConfig, TrainState, state_shardings, train_step
 from lskill_jax.training.trainer import train
-from lskill_jax.training.validation import evaluate_checkpoint
+from lskill_jax.training.validation import evaluate_checkpoint, validate
+
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _config(steps=4, **train_overrides):
@@ -43,7 +49,12 @@ def test_stage1_tiny_runs_and_reports_the_signal(tmp_path):
   for mode in ("reconstruction", "completion"):
     for cond in ("own", "none", "other"):
       assert np.isfinite(val[f"{mode}/{cond}"])
+    assert 0 < val[f"{mode}/adapter_doc_share"] < 1
   assert os.path.isdir(tmp_path / "tb")
+  png = tmp_path / "curve.png"
+  subprocess.run([sys.executable, "-m", "launch.plot_metrics", f"--workdir={tmp_path}", f"--out={png}"],
+                 check=True, cwd=ROOT, capture_output=True)
+  assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   # A saved step measured again later gives the numbers the run logged, and the training split
   # can be measured the same way.
   both = evaluate_checkpoint(_config(), str(tmp_path), step=4, splits=("val", "train"), docs=4)
@@ -107,6 +118,25 @@ def test_sharded_train_step_equals_single_device():
   np.testing.assert_allclose(float(sharded_m["loss"]), float(single_m["loss"]), rtol=1e-5)
   for x, y in zip(jax.tree.leaves(single_state.params), jax.tree.leaves(sharded_state.params)):
     np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-4, atol=1e-6)
+
+
+def test_adapter_doc_share_is_the_between_document_part_of_the_factors():
+  bb, comp, batch, _, _ = _step_inputs()
+  cfg = StepConfig(accum=1, loss_chunk=64)
+  got = validate(comp.params, bb, comp.spec, cfg, [{"reconstruction": batch}], None)
+  a, b = hypernet.compile_lora(comp.params, bb.params, batch["doc_tokens"], batch["doc_mask"],
+                               spec=comp.spec)
+  leaves = [np.asarray(x, np.float64) for x in jax.tree.leaves((a, b))]  # [L, B, ...] each
+  between = sum(((x - x.mean(axis=1, keepdims=True)) ** 2).sum() for x in leaves)
+  total = sum((x ** 2).sum() for x in leaves)
+  share = got["reconstruction/adapter_doc_share"]
+  np.testing.assert_allclose(share, between / total, rtol=1e-4)
+  assert 0 < share < 1
+  # One document compiled four times: nothing differs between the adapters.
+  same = {k: np.repeat(v[:1], len(v), axis=0) for k, v in batch.items()}
+  alike = validate(comp.params, bb, comp.spec, cfg, [{"reconstruction": same}], None)
+  assert alike["reconstruction/adapter_doc_share"] < 1e-6 * share
+  assert abs(alike["reconstruction/own"] - alike["reconstruction/other"]) < 1e-5
 
 
 def test_non_finite_step_is_skipped_and_params_kept():

@@ -111,7 +111,24 @@ def eval_step(params, backbone_params, batch: dict, *, spec: CompilerSpec, cfg: 
   roll = lambda x: jnp.roll(x, 1, axis=1)  # adapters are [L, B, ...]: row i gets row i-1's
   other, _ = lm_loss(*args, _lora(jax.tree.map(roll, a), jax.tree.map(roll, b)), spec.scale,
                      remat=False, chunk=cfg.loss_chunk)
-  return {"own": own, "none": none, "other": other, "count": count}
+  between, total = _between_document_variance((a, b))
+  return {"own": own, "none": none, "other": other, "count": count,
+          "between": between, "total": total}
+
+
+def _between_document_variance(factors) -> tuple[jax.Array, jax.Array]:
+  """(Σ squared deviation from the batch-mean adapter, Σ squares) over all generated factors.
+
+  Their ratio is the share of the adapters that differs between documents: large but random
+  for a fresh compiler, then driven down by training (random document dependence only costs
+  loss); near zero, the adapters no longer depend on their document.
+  """
+  between = total = jnp.float32(0)
+  for x in jax.tree.leaves(factors):  # [L, B, ...]
+    x = x.astype(jnp.float32)
+    between += jnp.sum(jnp.square(x - x.mean(axis=1, keepdims=True)))
+    total += jnp.sum(jnp.square(x))
+  return between, total
 
 
 # ----------------------------------------------------------------------------- shardings

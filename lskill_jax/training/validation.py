@@ -4,10 +4,11 @@
     results = evaluate_checkpoint(config, workdir, step=300, splits=("train", "val"), docs=32)
 
 Keys are "<mode>/<own|none|other>" (mode: reconstruction, completion, or stage2), each the mean
-loss per target token. `own` well below `none` says the adapters help; `own` below `other` says
-they carry their own document rather than a generic skill-document prior. Measuring on the
-training split as well as the held-out one separates "cannot encode documents" from "encodes
-the documents it has seen but does not yet generalise".
+loss per target token, and "<mode>/adapter_doc_share": the share of the generated factors'
+squared entries that differs between the documents of a batch. `own` well below `none` says the
+adapters help; `own` below `other` says they carry their own document rather than a generic
+skill-document prior. Measuring on the training split as well as the held-out one separates
+"cannot encode documents" from "encodes the documents it has seen but does not yet generalise".
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from lskill_jax.training.datasets import eval_batches
 from lskill_jax.training.step import BATCH_KEYS, StepConfig, eval_step
 
 CONDITIONS = ("own", "none", "other")
+DOC_SHARE = "adapter_doc_share"  # share of the adapters' squared entries that differs between documents
 
 # Jitted once at module level (spec and cfg are hashable), so every validation of a run
 # reuses the compiled program instead of tracing a fresh lambda.
@@ -45,11 +47,14 @@ def validate(params, bb, spec, step_cfg, batches, mesh) -> dict[str, float]:
           out = _eval_jit(params, bb.params, arrays, spec=spec, cfg=step_cfg)
       else:
         out = _eval_jit(params, bb.params, arrays, spec=spec, cfg=step_cfg)
-      acc = sums.setdefault(mode, dict.fromkeys(CONDITIONS + ("count",), 0.0))
+      acc = sums.setdefault(mode, dict.fromkeys(CONDITIONS + ("count", "between", "total"), 0.0))
       for k in acc:
         acc[k] += float(out[k])
-  return {f"{mode}/{cond}": acc[cond] / max(acc["count"], 1.0)
-          for mode, acc in sums.items() for cond in CONDITIONS}
+  results = {}
+  for mode, acc in sums.items():
+    results.update({f"{mode}/{cond}": acc[cond] / max(acc["count"], 1.0) for cond in CONDITIONS})
+    results[f"{mode}/{DOC_SHARE}"] = acc["between"] / max(acc["total"], 1e-30)
+  return results
 
 
 def evaluate_checkpoint(config, workdir: str, step: int | None = None, splits=("val",),
