@@ -40,12 +40,12 @@ def main(argv):
       ax.plot([r["step"] for r in val], [r[f"{mode}/{cond}"] for r in val], style,
               label={"own": "own adapter", "none": "no adapter", "other": "other doc's adapter"}[cond])
     ax.set(title=f"held-out {mode} loss", xlabel="step")
-    ax.legend(loc="upper left")
+    handles = ax.get_legend_handles_labels()[0]
     shares = [(r["step"], r[f"{mode}/{DOC_SHARE}"]) for r in val if f"{mode}/{DOC_SHARE}" in r]
     if shares:  # logs written before this metric existed lack it
       twin = ax.twinx()
-      twin.semilogy(*zip(*shares), color="grey", lw=1, label="adapter doc share (right)")
-      twin.legend(loc="upper right")
+      handles += twin.semilogy(*zip(*shares), color="grey", lw=1, label="adapter doc share (right)")
+    ax.legend(handles=handles, loc="center right")
   fig.tight_layout()
   out = FLAGS.out or os.path.join(FLAGS.workdir, "curve.png")
   fig.savefig(out, dpi=110)
