@@ -19,9 +19,7 @@ import os
 import jax
 
 from lskill_jax.backbone.loading import backbone_from_config
-from lskill_jax.compiler import checkpoint as compiler_ckpt
-from lskill_jax.compiler import hypernet
-from lskill_jax.compiler.skill_compiler import param_shardings, spec_from_config
+from lskill_jax.compiler.skill_compiler import SkillCompiler, spec_from_config
 from lskill_jax.sharded_call import put
 from lskill_jax.training.datasets import eval_batches
 from lskill_jax.training.step import BATCH_KEYS, StepConfig, eval_step
@@ -65,20 +63,16 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None, splits=("
   if step is not None and not os.path.isdir(os.path.join(where, "params")):
     have = sorted(int(n) for n in os.listdir(ckpts) if n.isdigit()) if os.path.isdir(ckpts) else []
     raise FileNotFoundError(f"{workdir}: no checkpoint for step {step}; saved steps: {have}.")
-  spec_path, params_dir = compiler_ckpt.find(where)
   bb = backbone_from_config(config, mesh=mesh, seed=config.get("backbone_seed", 0))
-  spec = compiler_ckpt.spec_from_json(compiler_ckpt.read_spec(spec_path)["spec"], bb.config)
-  if dataclasses.replace(spec, remat=False) != dataclasses.replace(spec_from_config(config, bb.config),
-                                                                   remat=False):
+  comp = SkillCompiler.load(where, bb)
+  if dataclasses.replace(comp.spec, remat=False) != dataclasses.replace(
+      spec_from_config(config, bb.config), remat=False):
     raise ValueError(f"{workdir}: its compiler differs from this config's; pass the run's own "
                      "config (the config.json that launch.train wrote there).")
-  abstract = jax.eval_shape(lambda: hypernet.init(jax.random.key(0), spec))
-  params = compiler_ckpt.restore_params(
-      params_dir, compiler_ckpt.abstract_like(abstract, param_shardings(spec, abstract, mesh)))
   cfg = StepConfig(accum=1, remat=False, loss_chunk=config.train.loss_chunk)
   results = {}
   for split, batches in eval_batches(config, bb.tokenizer, tuple(splits), docs).items():
     if not batches:
       raise ValueError(f"no {split} documents to evaluate on (need at least two).")
-    results[split] = validate(params, bb, spec, cfg, batches, mesh)
+    results[split] = validate(comp.params, bb, comp.spec, cfg, batches, mesh)
   return results
