@@ -8,19 +8,26 @@ array reaches a device.
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import math
 import os
 import shutil
 import tempfile
 
 import numpy as np
 
-from lskill_jax.adapter.adapter import TARGETS, Adapter, AdapterMismatchError, base_fingerprint
+from lskill_jax.adapter.adapter import (TARGETS, Adapter, AdapterMismatchError, _freeze,
+                                        base_fingerprint)
 from lskill_jax.checkpoint.safetensors_file import CorruptFileError, SafetensorsFile, save_file
 
 FORMAT = "lskill_jax.adapter"
 VERSION = 1
 WEIGHTS, CONFIG = "adapter.safetensors", "adapter.json"
+FLOAT_DTYPES = ("float16", "bfloat16", "float32", "float64")
+# ΔW = scale·A·B is added to weights of order 1; a larger factor means a corrupt or mistyped
+# file, and would overflow float32 activations.
+MAX_SCALE = 1e6
 
 
 class AdapterFileError(ValueError):
@@ -82,15 +89,29 @@ def _read_config(path: str) -> dict:
       cfg = json.load(f)
   except (json.JSONDecodeError, UnicodeDecodeError) as e:
     raise AdapterFileError(f"{cfg_path}: not valid JSON ({e}); the file is corrupt.") from None
+  if not isinstance(cfg, dict):
+    raise AdapterFileError(f"{cfg_path}: expected a JSON object, got {type(cfg).__name__}.")
   if cfg.get("format") != FORMAT or cfg.get("version") != VERSION:
     raise AdapterFileError(f"{cfg_path}: format {cfg.get('format')!r} v{cfg.get('version')} is not "
                            f"{FORMAT!r} v{VERSION}.")
   for key in ("rank", "scale", "targets", "num_layers"):
     if key not in cfg:
       raise AdapterFileError(f"{cfg_path}: missing field {key!r}.")
-  bad = [t for t in cfg["targets"] if t not in TARGETS]
-  if bad or not cfg["targets"]:
-    raise AdapterFileError(f"{cfg_path}: targets {cfg['targets']} must be a non-empty subset of {TARGETS}.")
+  for key in ("rank", "num_layers"):
+    if type(cfg[key]) is not int or cfg[key] < 1:
+      raise AdapterFileError(f"{cfg_path}: {key} must be a positive integer, got {cfg[key]!r}.")
+  scale = cfg["scale"]
+  if type(scale) not in (int, float) or not math.isfinite(scale) or abs(scale) > MAX_SCALE:
+    raise AdapterFileError(f"{cfg_path}: scale must be a finite number of magnitude at most "
+                           f"{MAX_SCALE:g}, got {scale!r}.")
+  targets = cfg["targets"]
+  if not isinstance(targets, list) or not targets or len(set(map(str, targets))) != len(targets) \
+      or any(t not in TARGETS for t in targets):
+    raise AdapterFileError(f"{cfg_path}: targets {targets!r} must be a non-empty list of distinct "
+                           f"names from {list(TARGETS)}.")
+  meta = cfg.setdefault("metadata", {})
+  if not isinstance(meta, dict):
+    raise AdapterFileError(f"{cfg_path}: metadata must be a JSON object, got {type(meta).__name__}.")
   return cfg
 
 
@@ -122,10 +143,15 @@ def load(path: str, backbone=None) -> Adapter:
       raise AdapterFileError(f"{path}: {t}.a {list(ta.shape)} / {t}.b {list(tb.shape)} disagree with "
                              f"num_layers={L}, rank={r} in {CONFIG}.")
     for name, x in ((f"{t}.a", ta), (f"{t}.b", tb)):
+      if x.dtype.name not in FLOAT_DTYPES:
+        raise AdapterFileError(f"{path}: tensor {name} has dtype {x.dtype.name}; adapter factors "
+                               f"are floating point ({', '.join(FLOAT_DTYPES)}).")
       if not np.all(np.isfinite(x)):
         raise AdapterFileError(f"{path}: tensor {name} holds NaN or inf values; refusing to mount it.")
     a[t], b[t] = np.array(ta), np.array(tb)
-  adapter = Adapter.from_factors(a, b, float(cfg["scale"]), **cfg.get("metadata", {}))
+  # The metadata is set as a whole: its keys must not be taken for from_factors' arguments.
+  adapter = dataclasses.replace(Adapter.from_factors(a, b, float(cfg["scale"])),
+                                meta=_freeze(cfg["metadata"]))
   if backbone is not None:
     adapter.check_fits(backbone.config, where=path)
   return adapter

@@ -8,13 +8,14 @@ lora_alpha = r, so PEFT's own scaling is exactly 1.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 
 import numpy as np
 
 from lskill_jax.adapter.adapter import TARGETS, Adapter, base_fingerprint
-from lskill_jax.adapter.files import AdapterFileError, atomic_dir
+from lskill_jax.adapter.files import MAX_SCALE, AdapterFileError, atomic_dir
 from lskill_jax.checkpoint.safetensors_file import CorruptFileError, SafetensorsFile, save_file
 
 MODULES = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj",
@@ -59,11 +60,13 @@ def import_peft(path: str, backbone) -> Adapter:
   cfg_path = os.path.join(path, "adapter_config.json")
   if not os.path.isfile(cfg_path):
     raise FileNotFoundError(f"{path}: no adapter_config.json; not a PEFT adapter directory.")
-  with open(cfg_path) as f:
+  with open(cfg_path, "rb") as f:
     try:
       cfg = json.load(f)
-    except json.JSONDecodeError as e:
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
       raise AdapterFileError(f"{cfg_path}: not valid JSON ({e}).") from None
+  if not isinstance(cfg, dict):
+    raise AdapterFileError(f"{cfg_path}: expected a JSON object, got {type(cfg).__name__}.")
   if cfg.get("peft_type") != "LORA":
     raise AdapterFileError(f"{path}: peft_type {cfg.get('peft_type')!r}; only LORA adapters import.")
   for flag, what in (("use_dora", "DoRA"), ("rank_pattern", "per-module ranks"),
@@ -72,8 +75,15 @@ def import_peft(path: str, backbone) -> Adapter:
       raise AdapterFileError(f"{path}: {what} ({flag}) is not supported.")
   if cfg.get("bias", "none") != "none" or cfg.get("lora_bias"):
     raise AdapterFileError(f"{path}: LoRA biases are not supported (bias must be 'none').")
-  r, lora_alpha = int(cfg["r"]), float(cfg["lora_alpha"])
+  r, lora_alpha = cfg.get("r"), cfg.get("lora_alpha")
+  if type(r) is not int or r < 1:
+    raise AdapterFileError(f"{cfg_path}: r must be a positive integer (the LoRA rank), got {r!r}.")
+  if type(lora_alpha) not in (int, float) or not math.isfinite(lora_alpha):
+    raise AdapterFileError(f"{cfg_path}: lora_alpha must be a finite number, got {lora_alpha!r}.")
   scale = lora_alpha / (np.sqrt(r) if cfg.get("use_rslora") else r)
+  if abs(scale) > MAX_SCALE:
+    raise AdapterFileError(f"{cfg_path}: lora_alpha / r = {scale:g} exceeds {MAX_SCALE:g}; "
+                           "the config is corrupt.")
   weights_path = os.path.join(path, "adapter_model.safetensors")
   if not os.path.isfile(weights_path):
     hint = " (pickle .bin weights are never loaded; re-save with safe_serialization)" if \
@@ -87,6 +97,7 @@ def import_peft(path: str, backbone) -> Adapter:
   shapes = bcfg.projection_shapes()
   a: dict[str, np.ndarray] = {}
   b: dict[str, np.ndarray] = {}
+  present: dict[tuple[str, str], set[int]] = {}  # (target, A|B) -> layers that have it
   for key in weights.keys():
     m = _KEY.search(key)
     if m is None or m.group(2) not in _BY_MODULE:
@@ -101,12 +112,21 @@ def import_peft(path: str, backbone) -> Adapter:
       raise AdapterFileError(f"{path}: {key} has shape {list(w.shape)}, expected {list(want)}.")
     if not np.all(np.isfinite(w)):
       raise AdapterFileError(f"{path}: {key} holds NaN or inf values.")
+    seen = present.setdefault((target, which), set())
+    if layer in seen:
+      raise AdapterFileError(f"{path}: two tensors hold lora_{which} of layer {layer}'s {m.group(2)}.")
+    seen.add(layer)
     if which == "A":
       a.setdefault(target, np.zeros((bcfg.num_layers, d_in, r), np.float32))[layer] = w.T
     else:
       b.setdefault(target, np.zeros((bcfg.num_layers, r, d_out), np.float32))[layer] = w.T
   if set(a) != set(b) or not a:
     raise AdapterFileError(f"{path}: lora_A targets {sorted(a)} and lora_B targets {sorted(b)} differ or are empty.")
+  for t in a:  # a layer with one factor only would silently import as no update at all
+    only = present[(t, "A")] ^ present[(t, "B")]
+    if only:
+      raise AdapterFileError(f"{path}: {MODULES[t]} of layers {sorted(only)} has lora_A or lora_B "
+                             "but not both; the adapter is incomplete.")
   return Adapter.from_factors(a, b, scale, base_fingerprint=base_fingerprint(bcfg),
                               producer="peft", peft_source=os.path.abspath(path),
                               base_model=cfg.get("base_model_name_or_path"))

@@ -55,6 +55,9 @@ class SafetensorsFile:
         expected = int(np.prod(e["shape"], dtype=np.int64)) * np.dtype(dtype).itemsize
       except (KeyError, TypeError, ValueError):
         raise CorruptFileError(f"{self.path}: tensor {key!r} has a malformed header entry {e}.") from None
+      if type(start) is not int or type(end) is not int or not 0 <= start <= end:
+        raise CorruptFileError(f"{self.path}: tensor {key!r} has data offsets {[start, end]}; "
+                               "they must be integers with 0 <= begin <= end.")
       if end - start != expected or self._base + end > size:
         raise CorruptFileError(
             f"{self.path}: tensor {key!r} needs bytes [{start}, {end}) of the data section but "
