@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -22,6 +23,10 @@ _PROMPT_BUCKET = 32
 
 class TokenRangeError(ValueError):
   """Token ids outside [0, vocab_size)."""
+
+
+class PromptTooLongError(ValueError):
+  """A prompt longer than the model's position range (max_position_embeddings)."""
 
 
 def check_tokens(tokens: np.ndarray, vocab_size: int) -> np.ndarray:
@@ -106,8 +111,21 @@ def generate_ids(bb: Backbone, prompts: Sequence[Sequence[int]], *, max_new_toke
                  ) -> list[list[int]]:
   """Generates from token-id prompts of any lengths; returns the new ids of each row (stop excluded)."""
   cfg = bb.config
+  if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) \
+      or max_new_tokens < 1:
+    raise ValueError(f"max_new_tokens must be a positive integer, got {max_new_tokens!r}.")
+  prompts = [list(p) for p in prompts]
+  longest = max((len(p) for p in prompts), default=0)
+  if longest > cfg.max_position_embeddings:
+    raise PromptTooLongError(
+        f"a prompt of {longest} tokens is longer than this model's {cfg.max_position_embeddings} "
+        "positions (max_position_embeddings); shorten it.")
+  if longest + max_new_tokens > cfg.max_position_embeddings:
+    logging.warning("a prompt of %d tokens plus %d new tokens runs past this model's %d positions; "
+                    "tokens beyond them are unreliable.", longest, max_new_tokens,
+                    cfg.max_position_embeddings)
   pad_id = cfg.pad_token_id if cfg.pad_token_id is not None else 0
-  tokens, mask = left_pad([list(p) for p in prompts], pad_id)
+  tokens, mask = left_pad(prompts, pad_id)
   check_tokens(tokens, cfg.vocab_size)
   stop = tuple(sorted(set(stop_ids if stop_ids is not None else default_stop_ids(bb))))
   mesh = bb.mesh

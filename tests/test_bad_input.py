@@ -20,6 +20,7 @@ from configs import stage1_tiny, tiny
 from lskill_jax.compiler.cache import AdapterCache, backbone_id
 from lskill_jax.compiler.documents import find_skill_files, read_skill
 from lskill_jax.data import records
+from lskill_jax.inference import PromptTooLongError
 from lskill_jax.training import optimizer as optim
 from lskill_jax.training import trainer
 from lskill_jax.training.trainer import NonFiniteLossError, train
@@ -169,3 +170,40 @@ def test_adapter_cache_keys_on_the_over_length_treatment(tiny_bb, tmp_path):
   # Other weights of the same architecture compile other adapters: another cache folder.
   other = lsj.backbone_from_config(tiny.get_config(), seed=1)
   assert backbone_id(other) != backbone_id(tiny_bb)
+
+
+def test_unreadable_skill_files_are_document_errors(tmp_path):
+  os.symlink(tmp_path / "missing.md", tmp_path / "dangling.md")
+  os.symlink(tmp_path / "loop.md", tmp_path / "loop.md")
+  (tmp_path / "ok.md").write_text("Look under the lamp.")
+  files = find_skill_files(str(tmp_path))
+  assert [os.path.basename(f) for f in files] == ["dangling.md", "loop.md", "ok.md"]
+  for f, match in zip(files[:2], ("No such file", "symbolic links")):
+    with pytest.raises(lsj.DocumentError, match=f"{f}: cannot be read .*{match}"):
+      read_skill(f)
+
+
+# ----------------------------------------------------------------------------- data, generation
+
+
+def test_non_utf8_training_line_is_named(tmp_path):
+  path = tmp_path / "train.jsonl"
+  path.write_bytes(b'{"text": "fine"}\n{"text": "caf\xe9"}\n{"text": "also fine"}\n')
+  with pytest.raises(records.DataError, match=r"train.jsonl:2: not UTF-8 \(byte 0xe9"):
+    records.read_pretrain_jsonl(str(path))
+  texts, report = records.read_pretrain_jsonl(str(path), on_error="skip")
+  assert texts == ["fine", "also fine"] and "not UTF-8" in report.summary()
+  (tmp_path / "ift.json").write_bytes(b'[\n{"context": "caf\xe9"}\n]')
+  with pytest.raises(records.DataError, match=r"ift.json:2: not UTF-8"):
+    records.read_ift_json(str(tmp_path / "ift.json"))
+
+
+def test_generation_refuses_no_new_tokens_and_over_long_prompts():
+  c = tiny.get_config()
+  c.backbone_shape["max_position_embeddings"] = 64
+  bb = lsj.backbone_from_config(c)
+  for n in (0, -3):
+    with pytest.raises(ValueError, match="max_new_tokens must be a positive integer"):
+      lsj.generate_ids(bb, [[1, 2, 3]], max_new_tokens=n)
+  with pytest.raises(PromptTooLongError, match="a prompt of 65 tokens is longer than this model's 64"):
+    lsj.generate_ids(bb, [[1, 2], [5] * 65], max_new_tokens=4)

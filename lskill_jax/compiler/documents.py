@@ -2,7 +2,8 @@
 
 The compiler sees the document body (front matter removed); name and description from the
 front matter are kept as metadata. Empty, whitespace-only and binary / non-UTF-8 inputs are
-refused with a DocumentError naming the source.
+refused with a DocumentError naming the source, as is a file that cannot be read (a dangling
+symlink, a symlink loop, no permission).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import dataclasses
 import os
 from typing import Any
 
+from absl import logging
 import yaml
 
 SKILL_SUFFIXES = (".md", ".markdown", ".txt")
@@ -81,8 +83,12 @@ def parse_skill(data: str | bytes, source: str = "<text>") -> SkillDocument:
 
 
 def read_skill(path: str) -> SkillDocument:
-  with open(path, "rb") as f:
-    return parse_skill(f.read(), source=path)
+  try:
+    with open(path, "rb") as f:
+      data = f.read()
+  except OSError as e:
+    raise DocumentError(f"{path}: cannot be read ({e.strerror or e}).") from None
+  return parse_skill(data, source=path)
 
 
 def find_skill_files(path: str) -> list[str]:
@@ -92,7 +98,11 @@ def find_skill_files(path: str) -> list[str]:
   if not os.path.isdir(path):
     raise FileNotFoundError(f"no skill file or directory at {path!r}.")
   found = []
-  for root, _, files in os.walk(path):
+
+  def unreadable(err: OSError):
+    logging.warning("skipped %s: cannot list it (%s).", err.filename, err.strerror)
+
+  for root, _, files in os.walk(path, onerror=unreadable):
     for f in files:
       if f.lower().endswith(SKILL_SUFFIXES) and not f.lower().startswith("readme"):
         found.append(os.path.join(root, f))

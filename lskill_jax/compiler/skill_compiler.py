@@ -143,6 +143,8 @@ class SkillCompiler:
     """
     if overlong not in OVERLONG:
       raise ValueError(f"overlong must be one of {OVERLONG}, got {overlong!r}.")
+    if batch_size < 1:
+      raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
     limit = self.spec.context_len
     results: list[Any] = [None] * len(docs)
     pieces: list[tuple[int, list[int]]] = []  # (doc index, token ids) to compile

@@ -48,24 +48,16 @@ def read_pretrain_jsonl(path: str, on_error: str = "raise") -> tuple[list[str], 
     raise FileNotFoundError(f"no data file at {path!r}; build one with `python -m launch.build_corpus`.")
   report = ReadReport(path)
   texts = []
-  with open(path, encoding="utf-8", errors="strict") as f:
-    for n, line in enumerate(f, 1):
-      if not line.strip():
-        continue
+  with open(path, "rb") as f:  # decoded line by line, so a bad byte is reported with its line
+    for n, raw in enumerate(f, 1):
       where = f"{path}:{n}"
-      try:
-        rec = json.loads(line)
-      except json.JSONDecodeError as e:
-        problem = f"malformed JSON ({e.msg})"
-      else:
-        if not isinstance(rec, dict) or "text" not in rec:
-          problem = 'record has no "text" field'
-        elif not isinstance(rec["text"], str) or not rec["text"].strip():
-          problem = "empty text"
-        else:
-          texts.append(rec["text"])
-          report.kept += 1
-          continue
+      text, problem = _pretrain_line(raw)
+      if text is not None:
+        texts.append(text)
+        report.kept += 1
+        continue
+      if problem is None:
+        continue  # a blank line
       if on_error == "raise":
         raise DataError(f"{where}: {problem}. Fix the line, or pass on_error='skip' to skip and count such lines.")
       report.skip(problem, where)
@@ -74,13 +66,37 @@ def read_pretrain_jsonl(path: str, on_error: str = "raise") -> tuple[list[str], 
   return texts, report
 
 
+def _pretrain_line(raw: bytes) -> tuple[str | None, str | None]:
+  """(text, None) for a good jsonl line, (None, what is wrong) for a bad one, (None, None) if blank."""
+  try:
+    line = raw.decode("utf-8")
+  except UnicodeDecodeError as e:
+    return None, f"not UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})"
+  if not line.strip():
+    return None, None
+  try:
+    rec = json.loads(line)
+  except json.JSONDecodeError as e:
+    return None, f"malformed JSON ({e.msg})"
+  if not isinstance(rec, dict) or "text" not in rec:
+    return None, 'record has no "text" field'
+  if not isinstance(rec["text"], str) or not rec["text"].strip():
+    return None, "empty text"
+  return rec["text"], None
+
+
 def read_ift_json(path: str, on_error: str = "raise") -> tuple[list[dict], ReadReport]:
   """Records of a skill_ift train.json (validated: context text, role/content turns, one assistant turn)."""
   if not os.path.isfile(path):
     raise FileNotFoundError(f"no data file at {path!r}; make one with `python -m launch.make_teacher_data`.")
   try:
-    with open(path, encoding="utf-8") as f:
-      data = json.load(f)
+    with open(path, "rb") as f:
+      raw = f.read()
+    data = json.loads(raw.decode("utf-8"))
+  except UnicodeDecodeError as e:
+    line = raw.count(b"\n", 0, e.start) + 1
+    raise DataError(f"{path}:{line}: not UTF-8 (byte 0x{raw[e.start]:02x}); convert the file "
+                    "to UTF-8.") from None
   except json.JSONDecodeError as e:
     raise DataError(f"{path}:{e.lineno}: malformed JSON ({e.msg}).") from None
   if not isinstance(data, list):
