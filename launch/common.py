@@ -1,8 +1,12 @@
-"""Flags and set-up shared by the launch scripts (multi-host init, mesh from flags)."""
+"""Flags and set-up shared by the launch scripts (multi-host init, mesh from flags), and `run`:
+`app.run` with one-line errors (exit code 2) for bad input instead of tracebacks."""
 
 from __future__ import annotations
 
-from absl import flags, logging
+import sys
+from typing import Any, Callable, NoReturn
+
+from absl import app, flags, logging
 import jax
 
 from lskill_jax import sharding
@@ -33,3 +37,65 @@ def init_runtime():
           f"{sharding.MESH_AXES}, e.g. 'data=2,fsdp=2,tensor=2'.")
     sizes[name.strip()] = int(value)
   return sharding.make_mesh(**sizes)
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+  """Errors that mean bad input, a bad config or a missing file (not a bug in this code)."""
+  from lskill_jax.adapter.adapter import AdapterMismatchError
+  from lskill_jax.adapter.files import AdapterFileError
+  from lskill_jax.agents.accounting import PromptBlockError
+  from lskill_jax.agents.skills import SkillError
+  from lskill_jax.backbone.config import UnsupportedConfigError
+  from lskill_jax.backbone.loading import WeightMismatchError
+  from lskill_jax.checkpoint.safetensors_file import CorruptFileError
+  from lskill_jax.compiler.checkpoint import CheckpointError
+  from lskill_jax.compiler.documents import DocumentError
+  from lskill_jax.data.records import DataError
+  from lskill_jax.inference import PromptTooLongError, TokenRangeError
+  from lskill_jax.training.run_config import ConfigError
+  from lskill_jax.training.trainer import NonFiniteLossError
+  return (OSError, flags.Error, AdapterMismatchError, AdapterFileError, PromptBlockError,
+          SkillError, UnsupportedConfigError, WeightMismatchError, CorruptFileError,
+          CheckpointError, DocumentError, DataError, PromptTooLongError, TokenRangeError,
+          ConfigError, NonFiniteLossError)
+
+
+def fail(message: str) -> NoReturn:
+  """One line on stderr naming the problem (and its fix), exit code 2."""
+  print("error: " + " ".join(line.strip() for line in str(message).splitlines() if line.strip()),
+        file=sys.stderr, flush=True)
+  sys.exit(2)
+
+
+def _parse_flags(argv):
+  try:
+    return FLAGS(argv)
+  except flags.Error as e:
+    fail(f"{e}. Pass --helpshort to see the flags.")
+  except (AttributeError, KeyError) as e:
+    # ml_collections raises these for a --config.X=Y override of a field the config lacks,
+    # the message (a KeyError's, possibly wrapped) being the key and a did-you-mean line.
+    text = e
+    while isinstance(text, BaseException) and text.args:
+      text = text.args[0]
+    lines = str(text).splitlines()
+    missing = lines[0].strip("'\"") if lines else ""
+    given = [a.split("=")[0] for a in argv[1:] if a.startswith("--config.")]
+    culprit = [a for a in given if missing in a[len("--config."):].split(".")]
+    if not culprit:
+      raise  # not an override: a bug in the config file itself
+    fail(f"{culprit[0]}: the config has no field {missing!r}. {' '.join(lines[1:])} "
+         "Overrides can only set fields the config file defines.")
+
+
+def run(main: Callable[[list[str]], Any]) -> None:
+  """`app.run(main)`, except that an expected error (bad flags, config overrides, data, files)
+  ends with one line on stderr and exit code 2; anything else keeps its traceback (a bug)."""
+  def guarded(argv):
+    try:
+      return main(argv)
+    except Exception as e:  # sorted here: expected errors become one line, others re-raise
+      if isinstance(e, _expected_errors()):
+        fail(str(e))
+      raise
+  app.run(guarded, flags_parser=_parse_flags)

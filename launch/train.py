@@ -4,13 +4,16 @@
   python -m launch.train --config=configs/stage2_smollm2_135m.py --workdir=workdir/stage2 \
       --config.init_from=workdir/stage1
 
-Re-running the same command resumes from the latest checkpoint in --workdir.
+Re-running the same command resumes from the latest checkpoint in --workdir. A rerun whose
+config differs from the run's (WORKDIR/config.json) is refused before anything is written,
+naming the fields; intended changes are named with --allow_changes, e.g. a new schedule:
+  python -m launch.train ... --config.train.lr=2e-5 --allow_changes=train.lr
+A larger train.steps and the logging / validation / saving frequencies may always change.
 """
 
 from __future__ import annotations
 
 import json
-import os
 
 from absl import app, flags, logging
 from ml_collections import config_flags
@@ -22,8 +25,10 @@ config_flags.DEFINE_config_file("config", None, "Training config (configs/stage{
                                 lock_config=True)
 flags.DEFINE_string("workdir", None, "Checkpoints, metrics.jsonl and TensorBoard logs go here.",
                     required=True)
-flags.DEFINE_integer("stop_after", None, "Stop after this many steps in total (the schedule "
-                     "still runs to config.train.steps on resume).")
+flags.DEFINE_integer("stop_after", None, "Stop after this many steps in total, saving that step "
+                     "(the schedule still runs to config.train.steps on resume).", lower_bound=1)
+flags.DEFINE_list("allow_changes", [], "Config fields (dotted, e.g. train.lr,data.train, or a "
+                  "section such as data) a resume may change from the run's config.json.")
 FLAGS = flags.FLAGS
 
 
@@ -35,14 +40,12 @@ def main(argv):
   if config.get("mesh") and not FLAGS.mesh:
     FLAGS.mesh = config.mesh
   mesh = common.init_runtime()
-  os.makedirs(FLAGS.workdir, exist_ok=True)
-  with open(os.path.join(FLAGS.workdir, "config.json"), "w") as f:
-    f.write(config.to_json_best_effort(indent=1))
-  result = train(config, FLAGS.workdir, mesh=mesh, max_steps=FLAGS.stop_after)
+  result = train(config, FLAGS.workdir, mesh=mesh, max_steps=FLAGS.stop_after,
+                 allow_changes=FLAGS.allow_changes)
   result.pop("state", None)
   logging.info("finished at step %d", result["step"])
   print(json.dumps({k: v for k, v in result.items() if not isinstance(v, list)}, indent=1))
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main)

@@ -22,6 +22,7 @@ from lskill_jax.compiler.documents import find_skill_files, read_skill
 from lskill_jax.data import records
 from lskill_jax.inference import PromptTooLongError
 from lskill_jax.training import optimizer as optim
+from lskill_jax.training import run_config
 from lskill_jax.training import trainer
 from lskill_jax.training.trainer import NonFiniteLossError, train
 
@@ -207,3 +208,147 @@ def test_generation_refuses_no_new_tokens_and_over_long_prompts():
       lsj.generate_ids(bb, [[1, 2, 3]], max_new_tokens=n)
   with pytest.raises(PromptTooLongError, match="a prompt of 65 tokens is longer than this model's 64"):
     lsj.generate_ids(bb, [[1, 2], [5] * 65], max_new_tokens=4)
+
+
+# ----------------------------------------------------------------------------- resuming
+
+
+def test_resume_with_another_config_is_refused_before_anything_is_written(tmp_path):
+  wd = tmp_path / "w"
+  train(_config(), str(wd))
+  before = _files(wd)
+
+  def changed(field, value, steps=2):
+    c = _config(steps)
+    section, name = field.split(".")
+    c[section][name] = value
+    return c
+
+  for field, value in (("train.lr", 5e-4), ("compiler.scale", 2e-3), ("train.seed", 1),
+                       ("data.seed", 3), ("data.train", str(tmp_path / "other.jsonl")),
+                       ("train.steps", 1), ("train.warmup_steps", 5)):
+    with pytest.raises(run_config.ConfigChangedError, match=rf"{field}: .* -> .*--allow_changes="):
+      train(changed(field, value), str(wd))
+    assert _files(wd) == before, field
+  # A shape change cannot be allowed at all, and leaves the workdir a loadable compiler.
+  with pytest.raises(run_config.ConfigChangedError, match="parameter shapes.*changed: compiler.rank"):
+    train(changed("compiler.rank", 4, steps=6), str(wd), allow_changes=["compiler.rank"])
+  assert _files(wd) == before
+  lsj.SkillCompiler.load(str(wd), backbone=lsj.backbone_from_config(_config()))
+  with pytest.raises(run_config.ConfigError, match="name no config field"):
+    train(changed("train.lr", 5e-4), str(wd), allow_changes=["train.lrr"])
+
+  # More steps and other frequencies need no permission; a new lr does, and is recorded.
+  c = _config(steps=4, lr=5e-4, log_every=2, save_every=4)
+  assert train(c, str(wd), allow_changes=["train.lr"])["step"] == 4
+  assert json.loads((wd / "config.json").read_text())["train"]["lr"] == 5e-4
+  change, = [json.loads(x) for x in (wd / "config_changes.jsonl").read_text().splitlines()]
+  assert change["step"] == 2 and set(change["changes"]) >= {"train.lr", "train.steps"}
+  assert change["changes"]["train.lr"] == {"from": 1e-3, "to": 5e-4}
+
+
+def test_fields_a_recorded_config_lacks_are_compared_with_their_defaults(tmp_path):
+  wd = tmp_path / "w"
+  train(_config(), str(wd))
+  # A run recorded before train.memory_lr_scale and compiler.layer_axis_first existed.
+  cfg = json.loads((wd / "config.json").read_text())
+  del cfg["train"]["memory_lr_scale"], cfg["compiler"]["layer_axis_first"]
+  (wd / "config.json").write_text(json.dumps(cfg))
+  spec = json.loads((wd / "compiler.json").read_text())
+  del spec["spec"]["layer_axis_first"]
+  (wd / "compiler.json").write_text(json.dumps(spec))
+  with pytest.raises(run_config.ConfigChangedError, match=r"train.memory_lr_scale: 1.0 -> 0.5"):
+    train(_config(steps=3, memory_lr_scale=0.5), str(wd))
+  assert train(_config(steps=3), str(wd))["step"] == 3  # the defaults: what the run used
+
+
+def test_differences_are_field_by_field():
+  old = {"a": 1, "s": {"x": [1, 2], "gone": 0}}
+  new = {"a": 1, "s": {"x": [1, 3], "new": 5, "same_as_default": 7}, "t": {"u": 1}}
+  got = run_config.differences(old, new, {"s.same_as_default": 7, "t.u": 1})
+  assert set(got) == {"s.x", "s.new"} and got["s.x"] == ([1, 2], [1, 3])
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory):
+  """An uninterrupted 4-step run: what every interrupted one must end with, bit for bit."""
+  return train(_config(steps=4), str(tmp_path_factory.mktemp("straight")))["state"]
+
+
+def test_stop_after_saves_the_step_it_stops_at(tmp_path, straight):
+  train(_config(steps=4), str(tmp_path / "b"), max_steps=3)  # 3 is not a multiple of save_every
+  assert _saved_steps(tmp_path / "b") == [2, 3]
+  resumed = train(_config(steps=4), str(tmp_path / "b"))
+  _leaves_equal(resumed["state"].params, straight.params)
+
+
+def test_non_finite_state_is_never_saved(tmp_path, monkeypatch):
+  with pytest.raises(run_config.ConfigError, match="train.lr=nan"):
+    train(_config(lr=float("nan")), str(tmp_path / "nan"))
+  assert not os.path.exists(tmp_path / "nan" / "checkpoints")
+  for bad in (dict(batch_size=0), dict(save_every=0), dict(batch_size=3, accum=2)):
+    with pytest.raises(run_config.ConfigError):
+      train(_config(**bad), str(tmp_path / "bad"))
+
+  real = optim.make
+
+  def poisoned(*args, **kwargs):  # updates turn NaN from the third step on
+    opt, sched = real(*args, **kwargs)
+    return optax.chain(opt, optax.scale_by_schedule(lambda n: jnp.where(n >= 2, jnp.nan, 1.0))), sched
+
+  monkeypatch.setattr(trainer.optim, "make", poisoned)
+  wd = tmp_path / "w"
+  with pytest.raises(NonFiniteLossError, match=r"step 3: .*NaN.*last saved checkpoint \(step 2\)"):
+    train(_config(steps=4, save_every=1), str(wd))
+  assert _saved_steps(wd) == [1, 2]
+  params = lsj.SkillCompiler.load(str(wd), backbone=lsj.backbone_from_config(_config())).params
+  assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
+
+
+_KILLED_SAVE = textwrap.dedent("""
+    import json, os, sys, time
+    import orbax.checkpoint as ocp
+    from configs import stage1_tiny
+    from lskill_jax.training.trainer import train
+
+    handler = ocp.JsonCheckpointHandler
+    real = handler._save_fn
+
+    async def hang_at_step_4(self, x, directory):
+      await real(self, x, directory)
+      if x["step"] == 4:  # the iterator state is written, the step is not finalised yet
+        open(sys.argv[2], "w").close()
+        time.sleep(600)
+
+    handler._save_fn = hang_at_step_4
+    c = stage1_tiny.get_config()
+    c.train.update(json.loads(sys.argv[3]))
+    train(c, sys.argv[1])
+""")
+
+
+def test_sigkill_during_a_checkpoint_save_resumes_exactly(tmp_path, straight):
+  overrides = dict(steps=4, batch_size=2, accum=1, log_every=1, eval_every=0, save_every=2,
+                   async_checkpointing=False)
+  c = _config(**overrides)
+  wd, marker = tmp_path / "killed", tmp_path / "saving"
+  env = {**os.environ, "PYTHONPATH": ROOT}
+  proc = subprocess.Popen([sys.executable, "-c", _KILLED_SAVE, str(wd), str(marker), json.dumps(overrides)],
+                          cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+  try:
+    deadline = time.time() + 300
+    while not marker.exists():
+      assert proc.poll() is None, proc.stderr.read().decode()[-3000:]
+      assert time.time() < deadline, "the child never reached the save of step 4"
+      time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+  finally:
+    if proc.poll() is None:
+      proc.kill()
+  assert _saved_steps(wd) == [2]
+  assert any(".orbax-checkpoint-tmp" in n for n in os.listdir(wd / "checkpoints"))
+  resumed = train(c, str(wd))
+  assert resumed["step"] == 4
+  _leaves_equal(resumed["state"].params, straight.params)
+  _leaves_equal(resumed["state"].opt_state, straight.opt_state)

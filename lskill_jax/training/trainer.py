@@ -6,7 +6,9 @@ Workdir layout: compiler.json (what `SkillCompiler.load(workdir, backbone)` read
 checkpoints/<step>/{params,opt_state,data}/ (Orbax, async, keep-N; `data` holds the step and
 the Grain iterator state), metrics.jsonl (one line per logged step and per validation), tb/ (TensorBoard).
 Resuming picks the latest complete step; an interrupted save leaves only a temporary folder
-that Orbax ignores, so the previous checkpoint stays the latest.
+that Orbax ignores, so the previous checkpoint stays the latest. A resume first compares the
+config with the workdir's config.json / compiler.json (`run_config.check_resume`) and writes
+nothing if it differs in a way not allowed; a non-finite state is never saved.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import dataclasses
 import json
 import os
 import time
-from typing import Any
+from typing import Any, Sequence
 
 from absl import logging
 import jax
@@ -32,6 +34,7 @@ from lskill_jax.compiler.skill_compiler import init_params, spec_from_config
 from lskill_jax.data import pipeline
 from lskill_jax.sharded_call import put
 from lskill_jax.training import optimizer as optim
+from lskill_jax.training import run_config
 from lskill_jax.training.datasets import make_datasets
 from lskill_jax.training.step import (BATCH_KEYS, StepConfig, TrainState,
                                       state_shardings, train_step)
@@ -47,6 +50,12 @@ class NonFiniteLossError(RuntimeError):
 
 def _init_state(params, opt) -> TrainState:
   return TrainState(jnp.int32(0), params, opt.init(params))
+
+
+@jax.jit
+def _finite(tree) -> jax.Array:
+  leaves = [x for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.stack([jnp.isfinite(x).all() for x in leaves]).all() if leaves else jnp.bool_(True)
 
 
 def _checkpoint_manager(workdir: str, keep: int, async_save: bool = True) -> ocp.CheckpointManager:
@@ -80,6 +89,11 @@ class MetricsWriter:
   def __init__(self, workdir: str):
     self.path = os.path.join(workdir, "metrics.jsonl")
     self._f = open(self.path, "a", buffering=1) if jax.process_index() == 0 else None
+    if self._f is not None and self._f.tell():
+      with open(self.path, "rb") as f:
+        f.seek(-1, os.SEEK_END)
+        if f.read(1) != b"\n":  # a kill mid-line: keep the next line apart from the fragment
+          self._f.write("\n")
     self._tb = None
     if jax.process_index() == 0:
       try:
@@ -109,18 +123,27 @@ def _host(x):
   return x.item() if x.size == 1 else x.tolist()
 
 
-def train(config, workdir: str, mesh=None, max_steps: int | None = None) -> dict[str, Any]:
+def train(config, workdir: str, mesh=None, max_steps: int | None = None,
+          allow_changes: Sequence[str] = ()) -> dict[str, Any]:
   """Runs (or resumes) training; returns the last logged metrics and validation results.
 
-  max_steps stops early (as if the job were killed) without touching the schedule.
+  max_steps stops early (saving that step) without touching the schedule. allow_changes names
+  the config fields a resume may change (see `run_config.check_resume`).
   """
+  run_config.check_values(config)
   os.makedirs(workdir, exist_ok=True)
   t = config.train
   bb = backbone_from_config(config, mesh=mesh, seed=config.get("backbone_seed", 0))
   if bb.tokenizer is None:
     raise ValueError("training needs a tokenizer; the backbone has none.")
   spec = dataclasses.replace(spec_from_config(config, bb.config), remat=t.remat)
-  compiler_ckpt.write_spec(workdir, spec, base_fingerprint(bb.config), bb.source)
+  ckpts = os.path.join(workdir, "checkpoints")
+  resuming = os.path.isdir(ckpts) and compiler_ckpt.latest_step(ckpts) is not None
+  changes = run_config.check_resume(workdir, config, spec, base_fingerprint(bb.config),
+                                    allow_changes) if resuming else {}
+  if not resuming:
+    compiler_ckpt.write_spec(workdir, spec, base_fingerprint(bb.config), bb.source)
+    run_config.write(workdir, config)
   opt, sched = optim.make(t.lr, t.warmup_steps, t.steps, t.weight_decay, t.clip_norm,
                           memory_lr_scale=t.get("memory_lr_scale", 1.0),
                           clip_per_group=t.get("clip_per_group", False))
@@ -143,7 +166,11 @@ def train(config, workdir: str, mesh=None, max_steps: int | None = None) -> dict
         data=ocp.args.JsonRestore()))
     state = TrainState(jnp.int32(restored.data["step"]), restored.params, restored.opt_state)
     batches.set_state(restored.data["iterator"])
-    logging.info("resumed from %s at step %d", workdir, latest)
+    if resuming:  # only now that the checkpoint fits the new config
+      compiler_ckpt.write_spec(workdir, spec, base_fingerprint(bb.config), bb.source)
+      run_config.record(workdir, config, changes, latest)
+    logging.info("resumed from %s at step %d%s", workdir, latest,
+                 f" with changes {sorted(changes)}" if changes else "")
   elif config.get("init_from"):
     abstract = jax.eval_shape(lambda: state.params)
     state = _init_state(_init_from(config.init_from, spec, abstract,
@@ -206,7 +233,13 @@ def train(config, workdir: str, mesh=None, max_steps: int | None = None) -> dict
         writer.write(done, "val", val)
         logging.info("step %d validation: %s", done, json.dumps({k: round(v, 4) for k, v in val.items()}))
         last = {**last, **{f"val/{k}": v for k, v in val.items()}}
-      if done % t.save_every == 0 or done == t.steps:
+      if done % t.save_every == 0 or done in (t.steps, end):
+        if not bool(_finite((state.params, state.opt_state))):
+          manager.wait_until_finished()
+          raise NonFiniteLossError(
+              f"step {done}: the parameters or optimizer state hold NaN or inf; not saving them. "
+              f"The last saved checkpoint (step {manager.latest_step()}) is intact; lower train.lr "
+              "or check the data, then rerun to resume from it.")
         manager.save(done, args=ocp.args.Composite(
             params=ocp.args.StandardSave(state.params),
             opt_state=ocp.args.StandardSave(state.opt_state),

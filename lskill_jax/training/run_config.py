@@ -1,0 +1,219 @@
+"""A run's recorded config, checked against the new one before a resume writes anything.
+
+    check_values(config)                                     # ConfigError on unusable values
+    changes = check_resume(workdir, config, spec, fingerprint, allow=("train.lr",))
+    record(workdir, config, changes, step)                   # once the restore has worked
+
+WORKDIR/config.json is the config the run was last trained with; config_changes.jsonl gets one
+line per resume that changed fields on purpose. Configs are compared field by field on dotted
+names, so a field added to the configs later needs nothing here: a field the recorded config
+lacks is compared against its default (configs/training.py, CompilerSpec), which is what the
+run used before the field existed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from typing import Any, Sequence
+
+import jax
+import ml_collections
+
+from lskill_jax.compiler import checkpoint as compiler_ckpt
+from lskill_jax.compiler import hypernet
+
+CONFIG_FILE, CHANGES_FILE = "config.json", "config_changes.jsonl"
+
+# Fields that change neither the trained state nor what validation measures (how often the run
+# logs, validates and saves; memory and speed knobs; the device layout). A larger train.steps is
+# allowed too: people extend runs.
+ALWAYS_ALLOWED = ("train.log_every", "train.eval_every", "train.save_every",
+                  "train.keep_checkpoints", "train.async_checkpointing", "train.progress_bar",
+                  "train.max_bad_steps", "train.eval_batch_size", "train.remat",
+                  "train.loss_chunk", "compiler.remat", "mesh")
+ALL = "*"
+
+
+class ConfigError(ValueError):
+  """A training config cannot be used as given; the message names the field and the fix."""
+
+
+class ConfigChangedError(ConfigError):
+  """A workdir is being resumed with a config that differs from the one it was trained with."""
+
+
+_MISSING = type("_Missing", (), {"__repr__": lambda self: "<not recorded>"})()
+
+
+def as_dict(config) -> dict:
+  """A config as plain JSON data (tuples become lists), the form config.json holds."""
+  if hasattr(config, "to_json_best_effort"):
+    return json.loads(config.to_json_best_effort())
+  return json.loads(json.dumps(config))
+
+
+def flatten(d: dict, prefix: str = "") -> dict[str, Any]:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict) and v:
+      out.update(flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def field_defaults(stage: int) -> dict[str, Any]:
+  """Dotted field -> default value, for fields an older config.json does not record."""
+  spec_fields = {f.name: f.default for f in dataclasses.fields(hypernet.CompilerSpec)
+                 if f.name != "backbone" and f.default is not dataclasses.MISSING}
+  out = flatten(as_dict({"compiler": spec_fields}))
+  try:  # the repository's config defaults; a copy installed without configs/ has none
+    from configs import training
+  except ImportError:
+    return out
+  base = ml_collections.ConfigDict({"compiler": ml_collections.ConfigDict()})
+  out.update(flatten(as_dict(training.with_training(base, stage))))
+  return out
+
+
+def differences(old: dict, new: dict, defaults: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+  """{dotted field: (recorded, new)} for each field of `new` whose value differs.
+
+  Fields only the recorded config has are ignored: the code no longer reads them.
+  """
+  out: dict[str, tuple[Any, Any]] = {}
+
+  def walk(o, n, path):
+    if o is _MISSING and isinstance(n, dict):
+      o = {}
+    if isinstance(o, dict) and isinstance(n, dict):
+      for k, v in n.items():
+        key = ".".join(path + (k,))
+        walk(o[k] if k in o else defaults.get(key, _MISSING), v, path + (k,))
+    elif o != n:
+      out[".".join(path)] = (o, n)
+
+  walk(old, new, ())
+  return out
+
+
+def _matches(field: str, allowed: str) -> bool:
+  return allowed == ALL or field == allowed or field.startswith(allowed + ".")
+
+
+def check_values(config) -> None:
+  """Refuses values the loop cannot use (instead of a crash or NaNs later)."""
+  t = config.train
+  for name in ("steps", "batch_size", "accum", "log_every", "save_every"):
+    if not isinstance(t[name], int) or t[name] < 1:
+      raise ConfigError(f"train.{name}={t[name]!r} must be a positive integer.")
+  if t.eval_every < 0:
+    raise ConfigError(f"train.eval_every={t.eval_every} must be >= 0 (0 = no validation).")
+  if t.batch_size % t.accum:
+    raise ConfigError(f"train.batch_size={t.batch_size} must be a multiple of train.accum={t.accum}.")
+  if not (isinstance(t.lr, (int, float)) and math.isfinite(t.lr) and t.lr >= 0):
+    raise ConfigError(f"train.lr={t.lr!r} must be a finite number >= 0.")
+
+
+def read(workdir: str) -> dict | None:
+  path = os.path.join(workdir, CONFIG_FILE)
+  if not os.path.isfile(path):
+    return None
+  try:
+    with open(path, encoding="utf-8") as f:
+      blob = json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise ConfigError(f"{path}: not valid JSON ({e}); restore it from the run's command line, "
+                      "or delete it to compare against compiler.json only.") from None
+  if not isinstance(blob, dict):
+    raise ConfigError(f"{path}: expected a JSON object, got {type(blob).__name__}.")
+  return blob
+
+
+def _write_text(path: str, text: str) -> None:
+  tmp = f"{path}.tmp-{os.getpid()}"
+  with open(tmp, "w", encoding="utf-8") as f:
+    f.write(text)
+    f.flush()
+    os.fsync(f.fileno())
+  os.replace(tmp, path)
+
+
+def write(workdir: str, config) -> None:
+  """Writes WORKDIR/config.json atomically (what launch.validate reads back)."""
+  _write_text(os.path.join(workdir, CONFIG_FILE), config.to_json_best_effort(indent=1) + "\n")
+
+
+def _shapes(spec) -> dict:
+  return jax.tree.map(lambda x: (tuple(x.shape), str(x.dtype)),
+                      jax.eval_shape(lambda: hypernet.init(jax.random.key(0), spec)))
+
+
+def check_resume(workdir: str, config, spec, fingerprint: str,
+                 allow: Sequence[str] = ()) -> dict[str, tuple[Any, Any]]:
+  """The intended changes of a resume; raises ConfigChangedError for any other change.
+
+  Reads only. `allow` names dotted fields or sections ("train.lr", "data", "*" for all);
+  a change that alters the compiler's parameter shapes or backbone cannot be allowed.
+  """
+  new = as_dict(config)
+  defaults = field_defaults(config.get("stage", 1))
+  unknown = [a for a in allow if a != ALL and not any(_matches(k, a) for k in
+                                                       {**flatten(new), **defaults})]
+  if unknown:
+    raise ConfigError(f"allowed changes {unknown} name no config field; use dotted names "
+                      "such as train.lr, train.warmup_steps, data.train.")
+  old = read(workdir)
+  changed = differences(old, new, defaults) if old is not None else {}
+  spec_path = os.path.join(workdir, compiler_ckpt.SPEC_FILE)
+  if os.path.isfile(spec_path):
+    blob = compiler_ckpt.read_spec(spec_path)
+    if blob.get("base_fingerprint") != fingerprint:
+      raise ConfigChangedError(
+          f"{workdir} was trained on base model {blob.get('base_fingerprint')} "
+          f"({blob.get('base_model')}), this config builds {fingerprint}; use a new --workdir.")
+    theirs = compiler_ckpt.spec_from_json(blob["spec"], spec.backbone)
+    recorded = compiler_ckpt.spec_to_json(theirs)
+    for k, v in compiler_ckpt.spec_to_json(spec).items():
+      if recorded.get(k) != v:
+        changed.setdefault(f"compiler.{k}", (recorded.get(k), v))
+    if _shapes(theirs) != _shapes(spec):
+      names = sorted(k for k in changed if k.startswith("compiler."))
+      raise ConfigChangedError(
+          f"{workdir}: the compiler's parameter shapes differ from the checkpoint's "
+          f"(changed: {', '.join(names) or 'the spec'}); a run cannot continue with another "
+          "shape. Use a new --workdir (with --config.init_from only for the same shapes).")
+  refused = {}
+  for k, (o, n) in sorted(changed.items()):
+    if any(_matches(k, a) for a in ALWAYS_ALLOWED):
+      continue
+    if k == "train.steps" and isinstance(o, int) and isinstance(n, int) and n > o:
+      continue
+    if not any(_matches(k, a) for a in allow):
+      refused[k] = (o, n)
+  if refused:
+    listed = "; ".join(f"{k}: {o!r} -> {n!r}" for k, (o, n) in refused.items())
+    raise ConfigChangedError(
+        f"{workdir} holds a run trained with another config ({listed}). Nothing was written. "
+        "Use a new --workdir, or if continuing with these changes is intended, pass "
+        f"--allow_changes={','.join(refused)}.")
+  return changed
+
+
+def record(workdir: str, config, changes: dict[str, tuple[Any, Any]], step: int) -> None:
+  """Makes the new config the run's config; appends the changes (if any) to config_changes.jsonl."""
+  if changes:
+    path = os.path.join(workdir, CHANGES_FILE)
+    previous = ""
+    if os.path.isfile(path):
+      with open(path, encoding="utf-8") as f:
+        previous = f.read()
+      if previous and not previous.endswith("\n"):
+        previous += "\n"
+    line = json.dumps({"step": step, "changes": {k: {"from": o, "to": n} for k, (o, n) in
+                                                 changes.items()}}, default=repr)
+    _write_text(path, previous + line + "\n")
+  write(workdir, config)
