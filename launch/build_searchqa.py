@@ -17,8 +17,9 @@ import json
 import os
 import re
 
-from absl import app, flags, logging
+from absl import flags, logging
 
+from launch import common
 from lskill_jax.envs import searchqa as sq
 
 flags.DEFINE_string("out_dir", None, "Directory for corpus.jsonl, train.jsonl, test.jsonl, summary.json.")
@@ -95,4 +96,4 @@ def main(argv):
 
 if __name__ == "__main__":
   flags.mark_flag_as_required("out_dir")
-  app.run(main)
+  common.run(main)

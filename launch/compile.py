@@ -5,14 +5,17 @@
 
 --compiler is a trained checkpoint directory, or a config file (configs/<name>.py) for a freshly
 initialised compiler (useful to try the pipeline). Each skill becomes OUT/<relative path
-without suffix>/ (our format or PEFT). A document that cannot be compiled is reported and
-skipped; nothing is written for it and the others still compile.
+without suffix>/ (our format or PEFT); where two skills would share that name (task.md and
+task.txt) both keep their suffix (OUT/task.md/, OUT/task.txt/) and the log says so. A document
+that cannot be read or compiled is reported and skipped; nothing is written for it and the
+others still compile.
 """
 
 from __future__ import annotations
 
 import os
 import sys
+import tempfile
 
 from absl import app, flags, logging
 import jax
@@ -35,7 +38,7 @@ flags.DEFINE_string("out", None, "Output directory.")
 flags.DEFINE_enum("format", "ours", ["ours", "peft"], "Adapter file format.")
 flags.DEFINE_enum("overlong", "error", ["error", "truncate", "chunk"], "Documents over the context budget.")
 flags.DEFINE_float("alpha", 1.0, "Mount coefficient folded into PEFT exports.")
-flags.DEFINE_integer("batch_size", 8, "Documents per compile batch.")
+flags.DEFINE_integer("batch_size", 8, "Documents per compile batch.", lower_bound=1)
 FLAGS = flags.FLAGS
 
 
@@ -84,6 +87,43 @@ def _config_from_file(path: str):
   return module.get_config()
 
 
+def output_names(files: list[str], root: str) -> dict[str, str]:
+  """File -> output folder (relative to --out): its path without suffix, unless that would
+  collide with another's (also only in case, or as its parent folder), then with it."""
+  def clashes(names):
+    low = [n.lower() for n in names]
+    parents = {p for n in low for p in _ancestors(n)}
+    return {n for n, l in zip(names, low) if low.count(l) > 1 or l in parents}
+
+  names = [os.path.splitext(os.path.relpath(f, root))[0] for f in files]
+  bad = clashes(names)
+  names = [os.path.relpath(f, root) if n in bad else n for f, n in zip(files, names)]
+  for f, n in zip(files, names):
+    if n != os.path.splitext(os.path.relpath(f, root))[0]:
+      logging.warning("%s goes to %s/: another skill would have the same output folder.", f, n)
+  still = clashes(names)
+  if still:
+    raise flags.ValidationError(
+        f"skills {sorted(still)} map to clashing output folders even with their suffixes "
+        "(names differing only in case?); rename them.")
+  return dict(zip(files, names))
+
+
+def _ancestors(name: str):
+  while (name := os.path.dirname(name)):
+    yield name
+
+
+def _check_writable(out: str) -> None:
+  """Fails before any work if --out cannot take the adapters."""
+  try:
+    os.makedirs(out, exist_ok=True)
+    with tempfile.TemporaryFile(dir=out):
+      pass
+  except OSError as e:
+    common.fail(f"--out={out}: cannot write there ({e.strerror or e}); choose a writable folder.")
+
+
 def main(argv):
   del argv
   if FLAGS.describe:
@@ -94,6 +134,10 @@ def main(argv):
   for name in ("compiler", "skill", "out"):
     if not getattr(FLAGS, name):
       raise app.UsageError(f"--{name} is required to compile")
+  files = find_skill_files(FLAGS.skill)
+  root = FLAGS.skill if os.path.isdir(FLAGS.skill) else os.path.dirname(FLAGS.skill) or "."
+  names = output_names(files, root)
+  _check_writable(FLAGS.out)
   mesh = common.init_runtime()
   if FLAGS.model:
     model = FLAGS.model
@@ -105,8 +149,6 @@ def main(argv):
     model = "smollm2-135m"
     bb = lsj.load_backbone(model, mesh=mesh)
   comp = _load_compiler(bb)
-  files = find_skill_files(FLAGS.skill)
-  root = FLAGS.skill if os.path.isdir(FLAGS.skill) else os.path.dirname(FLAGS.skill)
   failed = 0
   bar = tqdm(total=len(files), unit="skill", desc="compiling", disable=len(files) < 2)
   for start in range(0, len(files), FLAGS.batch_size):
@@ -126,12 +168,15 @@ def main(argv):
         failed += 1
         logging.error("skipped %s: %s", f, result)
       else:
-        rel = os.path.splitext(os.path.relpath(f, root))[0]
-        out = os.path.join(FLAGS.out, rel)
-        if FLAGS.format == "ours":
-          result.save(out)
-        else:
-          result.export_peft(out, backbone=bb, alpha=FLAGS.alpha, base_model_name_or_path=model)
+        out = os.path.join(FLAGS.out, names[f])
+        try:
+          if FLAGS.format == "ours":
+            result.save(out)
+          else:
+            result.export_peft(out, backbone=bb, alpha=FLAGS.alpha, base_model_name_or_path=model)
+        except OSError as e:
+          failed += 1
+          logging.error("skipped %s: cannot write %s (%s)", f, out, e.strerror or e)
       bar.update(1)
   bar.close()
   print(f"compiled {len(files) - failed} of {len(files)} skills into {FLAGS.out}"
@@ -141,4 +186,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main)

@@ -5,8 +5,9 @@
 
 from __future__ import annotations
 
-from absl import app, flags, logging
+from absl import flags, logging
 
+from launch import common
 import lskill_jax as lsj
 
 flags.DEFINE_string("adapter", None, "Adapter directory (our format).", required=True)
@@ -31,4 +32,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main)

@@ -5,14 +5,14 @@
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import flags
 
 from launch import common
 import lskill_jax as lsj
 
 flags.DEFINE_string("model", "smollm2-135m", "HF directory, .gguf file, or embedded model name.")
 flags.DEFINE_multi_string("prompt", ["What is the capital of France?"], "Prompt(s); repeat for a batch.")
-flags.DEFINE_integer("max_new_tokens", 64, "Tokens to generate per prompt.")
+flags.DEFINE_integer("max_new_tokens", 64, "Tokens to generate per prompt.", lower_bound=1)
 flags.DEFINE_float("temperature", 0.0, "0 = greedy.")
 flags.DEFINE_float("top_p", 1.0, "Nucleus sampling mass.")
 flags.DEFINE_integer("seed", 0, "Sampling seed.")
@@ -33,4 +33,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main)

@@ -19,9 +19,10 @@ import json
 import os
 import time
 
-from absl import app, flags, logging
+from absl import flags, logging
 from tqdm import tqdm
 
+from launch import common
 from lskill_jax.envs import alfworld as aw
 
 flags.DEFINE_string("out", None, "Root folder for the games (json_2.1.1/<split>/... is created in it).")
@@ -104,4 +105,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main)

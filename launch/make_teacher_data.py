@@ -22,6 +22,8 @@ import os
 
 from absl import app, flags
 
+from launch import common
+
 flags.DEFINE_string("out", None, "Output JSON file (e.g. workdir/skill_ift/train.json).")
 flags.DEFINE_string("model", "smollm2-135m", "Backbone whose tokenizer measures the lengths.")
 flags.DEFINE_list("envs", ["alfworld", "searchqa"], "Environments to take trajectories from.")
@@ -109,4 +111,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main)

@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import os
 
-from absl import app, flags
+from absl import flags, logging
 
+from launch import common
 from lskill_jax.training.validation import DOC_SHARE
 
 flags.DEFINE_string("workdir", None, "Training workdir (reads metrics.jsonl).", required=True)
@@ -19,13 +20,34 @@ flags.DEFINE_string("out", "", "PNG path (default: WORKDIR/curve.png).")
 FLAGS = flags.FLAGS
 
 
+def read_metrics(path: str) -> list[dict]:
+  """The records of metrics.jsonl; a line cut short by a kill is skipped with a warning rather
+  than failing the plot."""
+  rows, bad = [], []
+  with open(path, "rb") as f:
+    for n, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        row = json.loads(line)
+      except (UnicodeDecodeError, json.JSONDecodeError):
+        row = None
+      if isinstance(row, dict) and "step" in row and "kind" in row:
+        rows.append(row)
+      else:
+        bad.append(n)
+  if bad:
+    logging.warning("%s: skipped %d unreadable line(s) (%s); a run killed mid-write leaves one.",
+                    path, len(bad), ", ".join(map(str, bad[:5])))
+  return rows
+
+
 def main(argv):
   del argv
   import matplotlib
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt
-  with open(os.path.join(FLAGS.workdir, "metrics.jsonl")) as f:
-    lines = [json.loads(line) for line in f if line.strip()]
+  lines = read_metrics(os.path.join(FLAGS.workdir, "metrics.jsonl"))
   # A resumed run logs the steps after its last checkpoint again: the later line wins.
   rows = sorted({(r["kind"], r["step"]): r for r in lines}.values(), key=lambda r: r["step"])
   train = [r for r in rows if r["kind"] == "train"]
@@ -53,4 +75,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main)

@@ -352,3 +352,48 @@ def test_sigkill_during_a_checkpoint_save_resumes_exactly(tmp_path, straight):
   assert resumed["step"] == 4
   _leaves_equal(resumed["state"].params, straight.params)
   _leaves_equal(resumed["state"].opt_state, straight.opt_state)
+
+
+# ----------------------------------------------------------------------------- launchers
+
+
+def test_a_partial_metrics_line_is_kept_apart_and_skipped(tmp_path):
+  (tmp_path / "metrics.jsonl").write_text(
+      '{"step": 1, "kind": "train", "loss": 3.0}\n{"step": 2, "kind": "train", "lo')  # killed
+  writer = trainer.MetricsWriter(str(tmp_path))  # the resumed run appends
+  writer.write(2, "train", {"loss": 2.5})
+  writer.close()
+  lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+  assert lines[1].endswith('"lo') and json.loads(lines[2])["loss"] == 2.5
+  out = subprocess.run([sys.executable, "-m", "launch.plot_metrics", f"--workdir={tmp_path}"],
+                       capture_output=True, text=True, cwd=ROOT, timeout=300)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "skipped 1 unreadable line(s) (2)" in out.stderr
+  assert (tmp_path / "curve.png").read_bytes()[:4] == b"\x89PNG"
+
+
+
+
+@pytest.mark.parametrize("args, match", [
+    (["launch.train", "--config=configs/stage1_tiny.py", "--workdir={w}", "--config.train.stepz=3"],
+     r"--config.train.stepz: the config has no field 'stepz'. Did you mean \"steps\""),
+    (["launch.train", "--config=configs/stage1_tiny.py", "--workdir={w}", "--config.train.batch_size=0"],
+     "train.batch_size=0 must be a positive integer"),
+    (["launch.train", "--config=configs/stage1_tiny.py", "--workdir={w}", "--config.train.lr=nan"],
+     "train.lr=nan must be a finite number"),
+    (["launch.generate", "--max_new_tokens=0"], "--max_new_tokens=0: 0 is not a positive integer"),
+    (["launch.compile", "--compiler=configs/tiny.py", "--skill=skills", "--out={w}", "--batch_size=0"],
+     "--batch_size=0"),
+    (["launch.compile", "--compiler=configs/tiny.py", "--skill=skills", "--out={w}/file/out"],
+     "--out=.*cannot write there"),
+    (["launch.plot_metrics", "--workdir={w}/none"], "No such file or directory"),
+])
+def test_launchers_report_expected_errors_in_one_line(tmp_path, args, match):
+  (tmp_path / "file").write_text("")
+  args = [a.format(w=tmp_path) for a in args]
+  out = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, cwd=ROOT,
+                       timeout=300)
+  assert out.returncode == 2, out.stderr[-3000:]
+  assert "Traceback" not in out.stderr
+  last = out.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: ") and re.search(match, last), last

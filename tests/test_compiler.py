@@ -141,13 +141,21 @@ def test_compile_cli_skips_bad_files_and_writes_the_rest(tmp_path):
   (skills / "cook" / "SKILL.md").write_text("---\nname: cook\n---\nHeat things in the microwave.")
   (skills / "empty.md").write_text("  \n")
   (skills / "plain.txt").write_text("Look under the lamp.")
+  os.symlink(skills / "missing.md", skills / "dangling.md")  # unreadable entries are skipped too
+  os.symlink(skills / "loop.md", skills / "loop.md")
+  (skills / "task.md").write_text("Heat the mug in the microwave.")  # both would go to out/task
+  (skills / "task.txt").write_text("Cool the apple in the fridge.")
   out = subprocess.run([sys.executable, "-m", "launch.compile", "--compiler=configs/tiny.py",
                         "--config=configs/tiny.py", f"--skill={skills}", f"--out={tmp_path / 'out'}"],
                        capture_output=True, text=True, cwd=ROOT, timeout=300)
   assert out.returncode == 1, out.stderr[-3000:]
-  assert "compiled 2 of 3" in out.stdout and "empty.md" in out.stderr
-  assert sorted(os.listdir(tmp_path / "out")) == ["cook", "plain"]
+  assert "compiled 4 of 7" in out.stdout and "empty.md" in out.stderr
+  assert "dangling.md: cannot be read" in out.stderr and "loop.md: cannot be read" in out.stderr
+  assert "Traceback" not in out.stderr
+  assert sorted(os.listdir(tmp_path / "out")) == ["cook", "plain", "task.md", "task.txt"]
   assert os.path.isfile(tmp_path / "out" / "cook" / "SKILL" / "adapter.json")
+  sources = {lsj.Adapter.load(str(tmp_path / "out" / n)).metadata["source"] for n in ("task.md", "task.txt")}
+  assert sources == {str(skills / "task.md"), str(skills / "task.txt")}
 
 
 def test_checkpoint_roundtrip_and_cache(comp, tmp_path):
