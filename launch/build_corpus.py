@@ -17,6 +17,7 @@ import time
 
 from absl import app, flags
 
+from launch import common
 from lskill_jax.data import sources as src_lib
 from lskill_jax.data.corpus import CorpusSelector, skill_files, write_corpus
 from lskill_jax.data.records import write_jsonl
@@ -89,4 +90,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  common.run(main)
