@@ -51,12 +51,12 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
   from lskill_jax.compiler.checkpoint import CheckpointError
   from lskill_jax.compiler.documents import DocumentError
   from lskill_jax.data.records import DataError
-  from lskill_jax.inference import PromptTooLongError, TokenRangeError
+  from lskill_jax.inference import PromptError, TokenRangeError
   from lskill_jax.training.run_config import ConfigError
   from lskill_jax.training.trainer import NonFiniteLossError
   return (OSError, flags.Error, AdapterMismatchError, AdapterFileError, PromptBlockError,
           SkillError, UnsupportedConfigError, WeightMismatchError, CorruptFileError,
-          CheckpointError, DocumentError, DataError, PromptTooLongError, TokenRangeError,
+          CheckpointError, DocumentError, DataError, PromptError, TokenRangeError,
           ConfigError, NonFiniteLossError)
 
 

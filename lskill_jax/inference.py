@@ -25,7 +25,11 @@ class TokenRangeError(ValueError):
   """Token ids outside [0, vocab_size)."""
 
 
-class PromptTooLongError(ValueError):
+class PromptError(ValueError):
+  """A prompt the model cannot take: empty, or too long."""
+
+
+class PromptTooLongError(PromptError):
   """A prompt longer than the model's position range (max_position_embeddings)."""
 
 
@@ -94,7 +98,7 @@ def _generate_impl(params, prompt, mask, key, temperature, top_p, lora, lora_coe
 def left_pad(seqs: Sequence[Sequence[int]], pad_id: int, bucket: int = _PROMPT_BUCKET):
   """Left-pads token lists to a common length rounded up to `bucket` (fewer recompiles)."""
   if not seqs or any(len(s) == 0 for s in seqs):
-    raise ValueError("every prompt must have at least one token.")
+    raise PromptError("every prompt must have at least one token.")
   P = max(len(s) for s in seqs)
   P = -(-P // bucket) * bucket
   tokens = np.full((len(seqs), P), pad_id, np.int32)

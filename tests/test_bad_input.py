@@ -20,7 +20,7 @@ from configs import stage1_tiny, tiny
 from lskill_jax.compiler.cache import AdapterCache, backbone_id
 from lskill_jax.compiler.documents import find_skill_files, read_skill
 from lskill_jax.data import records
-from lskill_jax.inference import PromptTooLongError
+from lskill_jax.inference import PromptError, PromptTooLongError
 from lskill_jax.training import optimizer as optim
 from lskill_jax.training import run_config
 from lskill_jax.training import trainer
@@ -208,6 +208,8 @@ def test_generation_refuses_no_new_tokens_and_over_long_prompts():
       lsj.generate_ids(bb, [[1, 2, 3]], max_new_tokens=n)
   with pytest.raises(PromptTooLongError, match="a prompt of 65 tokens is longer than this model's 64"):
     lsj.generate_ids(bb, [[1, 2], [5] * 65], max_new_tokens=4)
+  with pytest.raises(PromptError, match="at least one token"):  # a launcher's one-line error
+    lsj.generate_ids(bb, [[1, 2], []], max_new_tokens=4)
 
 
 # ----------------------------------------------------------------------------- resuming
