@@ -26,6 +26,7 @@ def compiler_defaults() -> ml_collections.ConfigDict:
       layer_axis_first=True,       # generator layer 0 attends across backbone layers
       context_len=4087,            # longest document, in tokens (4096 minus chat overhead)
       remat=True,
+      state_norm="none",           # memory states before the generator: none (paper), standardize, layernorm
   ))
 
 

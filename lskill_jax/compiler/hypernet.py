@@ -25,6 +25,14 @@ from lskill_jax.sharding import constrain
 
 HParams = dict[str, Any]
 
+# How memory states are conditioned before the generator. "none" is the paper. On a trained
+# backbone the states are mostly shared by every document (a per-layer, per-slot pattern and a
+# few massive dimensions), so the part that carries the document is a few percent of what the
+# generator sees. "standardize" subtracts each (layer, slot, dim)'s mean over calibration
+# documents and divides by each (layer, dim)'s between-document spread (frozen statistics kept
+# with the params, see `calibrate`); "layernorm" is a non-affine norm of each state vector.
+STATE_NORMS = ("none", "standardize", "layernorm")
+
 
 @dataclasses.dataclass(frozen=True)
 class CompilerSpec:
@@ -42,6 +50,11 @@ class CompilerSpec:
   layer_axis_first: bool = True
   context_len: int = 4096        # longest document (tokens) the compiler accepts
   remat: bool = True
+  state_norm: str = "none"       # memory states before the generator: see STATE_NORMS
+
+  def __post_init__(self):
+    if self.state_norm not in STATE_NORMS:
+      raise ValueError(f"state_norm must be one of {STATE_NORMS}, not {self.state_norm!r}.")
 
   @property
   def geometry(self) -> Geometry:
@@ -71,11 +84,15 @@ def init(key: jax.Array, spec: CompilerSpec) -> HParams:
     metalora["a"][t] = np.sqrt(spec.metalora_init) * jax.random.normal(k, (L, d_in, R), jnp.float32)
     metalora["b"][t] = jnp.zeros((L, R, d_out), jnp.float32)
   dummy = jnp.zeros((1, g.num_layers, g.memory_tokens, g.hidden), jnp.float32)
-  return {
+  params = {
       "memory": jnp.zeros((g.memory_tokens, g.hidden), jnp.float32),
       "metalora": metalora,
       "generator": spec.generator().init(k_gen, dummy)["params"],
   }
+  if spec.state_norm == "standardize":  # identity until `calibrate` fills them in
+    params["state_stats"] = {"mean": jnp.zeros((L, g.memory_tokens, g.hidden), jnp.float32),
+                             "inv_std": jnp.ones((L, g.hidden), jnp.float32)}
+  return params
 
 
 def param_logical_axes(hparams: HParams) -> Any:
@@ -92,11 +109,14 @@ def param_logical_axes(hparams: HParams) -> Any:
       return (None, "embed")
     return (None,) * x.ndim
 
-  return {
+  axes = {
       "memory": ("memory", "embed"),
       "metalora": {f: {t: meta(f, t) for t in hparams["metalora"][f]} for f in ("a", "b")},
       "generator": jax.tree_util.tree_map_with_path(gen, hparams["generator"]),
   }
+  if "state_stats" in hparams:
+    axes["state_stats"] = {"mean": (None, None, "embed"), "inv_std": (None, "embed")}
+  return axes
 
 
 def encode_memory(hparams: HParams, backbone_params, tokens: jax.Array, mask: jax.Array, *,
@@ -123,6 +143,47 @@ def encode_memory(hparams: HParams, backbone_params, tokens: jax.Array, mask: ja
   return constrain(states, ("batch", None, None, "act_embed"))
 
 
+def normalize_states(hparams: HParams, states: jax.Array, spec: CompilerSpec) -> jax.Array:
+  """Memory states [B, L, M, H] conditioned for the generator as spec.state_norm says."""
+  if spec.state_norm == "standardize":
+    stats = jax.lax.stop_gradient(hparams["state_stats"])  # frozen: calibrated, not trained
+    return (states - stats["mean"]) * stats["inv_std"][:, None]
+  if spec.state_norm == "layernorm":
+    mean = jnp.mean(states, axis=-1, keepdims=True)
+    var = jnp.mean(jnp.square(states - mean), axis=-1, keepdims=True)
+    return (states - mean) * jax.lax.rsqrt(var + 1e-6)
+  return states
+
+
+def state_statistics(states: jax.Array, floor: float = 1e-2) -> dict[str, jax.Array]:
+  """Standardisation statistics from memory states [N, L, M, H] of N >= 2 documents.
+
+  mean: [L, M, H]; inv_std: [L, H], one over the between-document spread of each (layer, dim)
+  pooled over slots. Spreads below `floor` times their layer's median are raised to it, so a
+  dimension that (almost) never varies is not blown up into noise.
+  """
+  if states.shape[0] < 2:
+    raise ValueError(f"calibrating state statistics needs at least 2 documents, got {states.shape[0]}.")
+  mean = jnp.mean(states, axis=0)
+  std = jnp.sqrt(jnp.mean(jnp.square(states - mean), axis=(0, 2)))
+  std = jnp.maximum(std, floor * jnp.median(std, axis=-1, keepdims=True) + 1e-12)
+  return {"mean": mean, "inv_std": 1.0 / std}
+
+
+def calibrate(hparams: HParams, backbone_params, doc_batches, *, spec: CompilerSpec) -> HParams:
+  """hparams with state statistics measured on documents (a no-op unless standardizing).
+
+  doc_batches: iterable of (tokens, mask) pairs [b, T] as compile_lora takes them; their
+  memory states are gathered on the host, so calibrate on tens of documents, not thousands.
+  """
+  if spec.state_norm != "standardize":
+    return hparams
+  encode = jax.jit(encode_memory, static_argnames="spec")
+  states = np.concatenate([np.asarray(encode(hparams, backbone_params, t, m, spec=spec))
+                           for t, m in doc_batches])
+  return {**hparams, "state_stats": state_statistics(jnp.asarray(states))}
+
+
 def carve(states: jax.Array, spec: CompilerSpec) -> tuple[dict, dict]:
   """Generated states [B, L, M, H] -> LoRA factors a[t] [L, B, d_in, r], b[t] [L, B, r, d_out].
 
@@ -142,5 +203,6 @@ def compile_lora(hparams: HParams, backbone_params, tokens: jax.Array, mask: jax
                  spec: CompilerSpec) -> tuple[dict, dict]:
   """Documents [B, T] (left-padded, mask) -> per-document LoRA factors ([L, B, ...] each)."""
   states = encode_memory(hparams, backbone_params, tokens, mask, spec=spec)
+  states = normalize_states(hparams, states, spec)
   generated = spec.generator().apply({"params": hparams["generator"]}, states)
   return carve(generated, spec)

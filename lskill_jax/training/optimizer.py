@@ -7,7 +7,7 @@ from __future__ import annotations
 import jax
 import optax
 
-_NO_DECAY = ("norm", "bias", "layer_pe", "token_pe", "memory")
+_NO_DECAY = ("norm", "bias", "layer_pe", "token_pe", "memory", "state_stats")
 
 
 def decay_mask(params):

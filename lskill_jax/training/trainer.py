@@ -30,6 +30,7 @@ from lskill_jax import sharding as shd
 from lskill_jax.adapter.adapter import base_fingerprint
 from lskill_jax.backbone.loading import backbone_from_config
 from lskill_jax.compiler import checkpoint as compiler_ckpt
+from lskill_jax.compiler.hypernet import calibrate
 from lskill_jax.compiler.skill_compiler import init_params, spec_from_config
 from lskill_jax.data import pipeline
 from lskill_jax.sharded_call import put
@@ -78,6 +79,24 @@ def _init_from(path: str, spec, abstract_params, shardings):
   if dataclasses.replace(theirs, remat=spec.remat) != spec:
     raise ValueError(f"{path}: its compiler spec differs from this config's; cannot continue from it.")
   return compiler_ckpt.restore_params(params_dir, _abstract(abstract_params, shardings))
+
+
+def _calibrated(params, bb, spec, train_ds, docs: int, mesh, shardings):
+  """Fresh params with the memory-state statistics measured on the first training evidence.
+
+  Reads a separate iterator over the training data, so the run's own data order is untouched.
+  """
+  it, batches, seen = pipeline.Batches(train_ds), [], 0
+  while seen < max(docs, 2):
+    raw = next(it)
+    batches.append((put(raw["doc_tokens"], mesh, ("batch", None)), put(raw["doc_mask"], mesh, ("batch", None))))
+    seen += raw["doc_tokens"].shape[0]
+  logging.info("calibrating memory-state statistics on %d training examples", seen)
+  if mesh is None:
+    return calibrate(params, bb.params, batches, spec=spec)
+  with jax.set_mesh(mesh):
+    params = calibrate(params, bb.params, batches, spec=spec)
+  return jax.device_put(params, shardings)
 
 
 # ----------------------------------------------------------------------------- loop
@@ -147,9 +166,9 @@ def train(config, workdir: str, mesh=None, max_steps: int | None = None,
   opt, sched = optim.make(t.lr, t.warmup_steps, t.steps, t.weight_decay, t.clip_norm,
                           memory_lr_scale=t.get("memory_lr_scale", 1.0),
                           clip_per_group=t.get("clip_per_group", False))
-  step_cfg = StepConfig(accum=t.accum, remat=t.remat, loss_chunk=t.loss_chunk)
-  if t.batch_size % t.accum:
-    raise ValueError(f"train.batch_size={t.batch_size} must be a multiple of train.accum={t.accum}.")
+  step_cfg = StepConfig(accum=t.accum, remat=t.remat, loss_chunk=t.loss_chunk,
+                        contrastive_weight=t.get("contrastive_weight", 0.0),
+                        contrastive_temperature=t.get("contrastive_temperature", 0.1))
 
   train_ds, val_batches = make_datasets(config, bb.tokenizer)
   batches = pipeline.Batches(train_ds)
@@ -176,6 +195,9 @@ def train(config, workdir: str, mesh=None, max_steps: int | None = None,
     state = _init_state(_init_from(config.init_from, spec, abstract,
                                    shardings.params if shardings else None), opt)
     logging.info("initialised compiler params from %s", config.init_from)
+  elif spec.state_norm == "standardize":
+    state = _init_state(_calibrated(state.params, bb, spec, train_ds, t.get("calibration_docs", 64),
+                                    mesh, shardings and shardings.params), opt)
 
   step_fn = jax.jit(lambda s, b, bp: train_step(s, b, bp, spec=spec, cfg=step_cfg, optimizer=opt,
                                                 schedule=sched),
