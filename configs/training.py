@@ -29,6 +29,9 @@ def train_defaults(stage: int) -> ml_collections.ConfigDict:
       clip_norm=1.0,
       clip_per_group=False,           # clip memory / MetaLoRA / generator gradients separately
       memory_lr_scale=1.0,            # memory tokens learn at this multiple of lr
+      contrastive_weight=0.0,         # beyond the paper: reward own adapter over another's (0 = off)
+      contrastive_temperature=0.1,    # nats/token at which that reward saturates
+      calibration_docs=64,            # compiler.state_norm="standardize": examples to measure on
       remat=True,
       loss_chunk=512,
       seed=0,

@@ -4,7 +4,8 @@
 
 Reads the run's config.json (written by launch.train) unless --config is given, restores the
 step (default: the latest), and prints one row per split and mode with the gaps
-`none - own` (what adapters buy) and `other - own` (what the document's own adapter buys).
+`none - own` (what adapters buy) and `other - own` (what the document's own adapter buys),
+each the mean of per-document paired differences with a 95% bootstrap interval.
 """
 
 from __future__ import annotations
@@ -44,13 +45,15 @@ def main(argv):
   config = FLAGS.config or _run_config(FLAGS.workdir)
   mesh = common.init_runtime()
   results = evaluate_checkpoint(config, FLAGS.workdir, FLAGS.step, tuple(FLAGS.split), FLAGS.docs, mesh)
-  print(f"{'split':6} {'mode':15} {'own':>7} {'none':>7} {'other':>7} {'none-own':>9} {'other-own':>10} "
-        f"{'doc share':>9}")
+  print(f"{'split':6} {'mode':15} {'docs':>5} {'own':>7} {'none':>7} {'other':>7} "
+        f"{'none-own [95% CI]':>26} {'other-own [95% CI]':>26} {'doc share':>9}")
   for split, res in results.items():
     for mode in sorted({k.split("/")[0] for k in res}):
       own, none, other = (res[f"{mode}/{c}"] for c in ("own", "none", "other"))
-      print(f"{split:6} {mode:15} {own:7.4f} {none:7.4f} {other:7.4f} {none - own:9.4f} {other - own:10.4f} "
-            f"{res[f'{mode}/{DOC_SHARE}']:9.5f}")
+      gaps = [f"{res[f'{mode}/gap_{g}']:+.4f} [{res[f'{mode}/gap_{g}_low']:+.4f}, "
+              f"{res[f'{mode}/gap_{g}_high']:+.4f}]" for g in ("none", "other")]
+      print(f"{split:6} {mode:15} {res[f'{mode}/docs']:5d} {own:7.4f} {none:7.4f} {other:7.4f} "
+            f"{gaps[0]:>26} {gaps[1]:>26} {res[f'{mode}/{DOC_SHARE}']:9.5f}")
   if FLAGS.out:
     tmp = FLAGS.out + ".tmp"
     with open(tmp, "w") as f:

@@ -11,7 +11,7 @@ from lskill_jax.backbone import model
 
 def chunked_ce(params, cfg, h: jax.Array, targets: jax.Array, weights: jax.Array,
                chunk: int = 512) -> jax.Array:
-  """Σ weights · CE(logits(h), targets) over [B, T]; h are final hidden states before the norm."""
+  """Σ_t weights · CE(logits(h), targets) per row: [B]; h are final hidden states before the norm."""
   B, T, H = h.shape
   chunk = min(chunk, T)
   pad = -T % chunk
@@ -29,20 +29,21 @@ def chunked_ce(params, cfg, h: jax.Array, targets: jax.Array, weights: jax.Array
     logits = model.lm_logits(params, cfg, hc)
     logz = jax.nn.logsumexp(logits, axis=-1)
     picked = jnp.take_along_axis(logits, tc[..., None], axis=-1)[..., 0]
-    return jnp.sum(wc * (logz - picked))
+    return jnp.sum(wc * (logz - picked), axis=-1)
 
   def body(total, xs):
     return total + one(*xs), None
 
-  total, _ = jax.lax.scan(body, jnp.float32(0.0), (hs, ts, ws))
+  total, _ = jax.lax.scan(body, jnp.zeros((B,), jnp.float32), (hs, ts, ws))
   return total
 
 
 def lm_loss(backbone_params, cfg, tokens, segment_ids, weights, lora, coef, *, remat: bool,
-            chunk: int = 512):
+            chunk: int = 512, per_row: bool = False):
   """(Σ weighted CE, Σ weights) for predicting tokens[t+1] from tokens[:t+1].
 
-  weights[t] marks token t as a target; the loss at position t uses weights[t+1].
+  weights[t] marks token t as a target; the loss at position t uses weights[t+1]. With
+  per_row, both sums are per batch row ([B]) instead of scalars.
   """
   positions = model.segment_positions(segment_ids)
   h = model.embed(backbone_params, tokens)
@@ -50,4 +51,7 @@ def lm_loss(backbone_params, cfg, tokens, segment_ids, weights, lora, coef, *, r
                                 segment_ids=segment_ids, lora=lora, lora_coef=coef, remat=remat)
   targets = jnp.concatenate([tokens[:, 1:], jnp.zeros_like(tokens[:, :1])], axis=1)
   w = jnp.concatenate([weights[:, 1:], jnp.zeros_like(weights[:, :1])], axis=1)
-  return chunked_ce(backbone_params, cfg, h, targets, w, chunk), jnp.sum(w)
+  rows = chunked_ce(backbone_params, cfg, h, targets, w, chunk)
+  if per_row:
+    return rows, jnp.sum(w, axis=-1)
+  return jnp.sum(rows), jnp.sum(w)

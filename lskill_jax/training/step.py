@@ -2,8 +2,10 @@
 
 `train_step(state, batch, backbone_params)` compiles one adapter per example, mounts it on the
 frozen backbone, and takes one AdamW step on the compiler's params only, accumulating
-gradients over `accum` micro-batches (token-weighted). A step whose loss or gradient is not
-finite leaves params and optimizer state unchanged and reports `skipped = 1`.
+gradients over `accum` micro-batches (token-weighted). With `contrastive_weight` it also
+scores each conversation with another document's adapter and rewards the margin (beyond the
+paper); `loss` always reports the language-model loss alone. A step whose loss or gradient is
+not finite leaves params and optimizer state unchanged and reports `skipped = 1`.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ class StepConfig:
   accum: int = 1          # micro-batches per optimizer step
   remat: bool = True
   loss_chunk: int = 512
+  # Beyond the paper: weight of a term that rewards each conversation's own adapter over the
+  # adapter of another document of the micro-batch (see `contrastive_term`); 0 = off.
+  contrastive_weight: float = 0.0
+  contrastive_temperature: float = 0.1  # nats/token; the reward saturates past a few of these
 
 
 def _lora(a, b):
@@ -60,12 +66,41 @@ def weight_norms(backbone_params, targets) -> dict[str, jax.Array]:
                               axis=(1, 2))) for t in targets}
 
 
+def _rolled(a, b):
+  """Row i gets row i-1's adapter (factors are [L, B, ...])."""
+  roll = lambda x: jnp.roll(x, 1, axis=1)
+  return _lora(jax.tree.map(roll, a), jax.tree.map(roll, b))
+
+
+def contrastive_term(own_rows, other_rows, counts, temperature):
+  """Σ_i n_i · τ · softplus(-(other_i - own_i) / τ), with per-token mean losses per row.
+
+  A smooth hinge on "own adapter beats another document's by a margin of a few τ": at a gap
+  of 0 it pushes each row's own loss down and the other adapter's loss up with half the
+  weight of the language-model loss (per token), and it fades once the gap is well past τ, so
+  it cannot keep rewarding adapters that merely hurt other documents. Weighted by target
+  tokens so it normalises like the language-model loss.
+  """
+  n = jnp.maximum(counts, 1.0)
+  gap = (other_rows - own_rows) / n
+  return jnp.sum(jnp.where(counts > 0, n * temperature * jax.nn.softplus(-gap / temperature), 0.0)), gap
+
+
 def _micro_loss(params, backbone_params, mb, spec: CompilerSpec, cfg: StepConfig, w_norms):
   a, b = hypernet.compile_lora(params, backbone_params, mb["doc_tokens"], mb["doc_mask"], spec=spec)
-  total, count = lm_loss(backbone_params, spec.backbone, mb["tokens"], mb["segment_ids"],
-                         mb["weights"], _lora(a, b), spec.scale, remat=cfg.remat, chunk=cfg.loss_chunk)
+  args = (backbone_params, spec.backbone, mb["tokens"], mb["segment_ids"], mb["weights"])
+  own_rows, counts = lm_loss(*args, _lora(a, b), spec.scale, remat=cfg.remat,
+                             chunk=cfg.loss_chunk, per_row=True)
+  lm = jnp.sum(own_rows)
+  total, gap_sum = lm, jnp.float32(0)
+  if cfg.contrastive_weight:
+    other_rows, _ = lm_loss(*args, _rolled(a, b), spec.scale, remat=cfg.remat,
+                            chunk=cfg.loss_chunk, per_row=True)
+    term, gap = contrastive_term(own_rows, other_rows, counts, cfg.contrastive_temperature)
+    total = lm + cfg.contrastive_weight * term
+    gap_sum = jnp.sum(jax.lax.stop_gradient(gap) * counts)
   ratio = _delta_ratio(jax.lax.stop_gradient(a), jax.lax.stop_gradient(b), spec.scale, w_norms)
-  return total, (count, ratio)
+  return total, (jnp.sum(counts), ratio, lm, gap_sum)
 
 
 def train_step(state: TrainState, batch: dict, backbone_params, *, spec: CompilerSpec,
@@ -77,19 +112,22 @@ def train_step(state: TrainState, batch: dict, backbone_params, *, spec: Compile
   grad_fn = jax.value_and_grad(_micro_loss, has_aux=True)
 
   def accumulate(carry, mb):
-    loss_sum, count_sum, ratio_sum, grads = carry
-    (loss, (count, ratio)), g = grad_fn(state.params, backbone_params, mb, spec, cfg, w_norms)
+    objective_sum, lm_sum, gap_sum, count_sum, ratio_sum, grads = carry
+    (objective, (count, ratio, lm, gap)), g = grad_fn(state.params, backbone_params, mb, spec,
+                                                      cfg, w_norms)
     grads = jax.tree.map(jnp.add, grads, g)
-    return (loss_sum + loss, count_sum + count, ratio_sum + ratio, grads), None
+    return (objective_sum + objective, lm_sum + lm, gap_sum + gap, count_sum + count,
+            ratio_sum + ratio, grads), None
 
   zeros = jax.tree.map(jnp.zeros_like, state.params)
-  init = (jnp.float32(0), jnp.float32(0), jnp.zeros((spec.backbone.num_layers,), jnp.float32), zeros)
-  (loss_sum, count, ratio_sum, grads), _ = jax.lax.scan(accumulate, init, micro)
+  f0 = jnp.float32(0)
+  init = (f0, f0, f0, f0, jnp.zeros((spec.backbone.num_layers,), jnp.float32), zeros)
+  (objective_sum, lm_sum, gap_sum, count, ratio_sum, grads), _ = jax.lax.scan(accumulate, init, micro)
   denom = jnp.maximum(count, 1.0)
   grads = jax.tree.map(lambda g: g / denom, grads)
-  loss = loss_sum / denom
+  loss = lm_sum / denom
   grad_norm = optax.global_norm(grads)
-  finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+  finite = jnp.isfinite(objective_sum) & jnp.isfinite(grad_norm)
   updates, new_opt = optimizer.update(grads, state.opt_state, state.params)
   new_params = optax.apply_updates(state.params, updates)
   keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
@@ -97,20 +135,22 @@ def train_step(state: TrainState, batch: dict, backbone_params, *, spec: Compile
   metrics = {"loss": loss, "grad_norm": grad_norm, "lr": schedule(state.step),
              "target_tokens": count, "skipped": (~finite).astype(jnp.int32),
              "delta_w_ratio": ratio_sum / cfg.accum,
+             **({"objective": objective_sum / denom, "train_gap": gap_sum / denom}
+                if cfg.contrastive_weight else {}),
              **{f"grad_norm_{k}": optax.global_norm(g) for k, g in grads.items()}}
   return new_state, metrics
 
 
 def eval_step(params, backbone_params, batch: dict, *, spec: CompilerSpec, cfg: StepConfig):
-  """Held-out loss sums with the compiled adapter ('own'), no adapter ('none'), and the adapter
-  compiled from the next example's document ('other'); plus the target count."""
+  """Held-out loss sums per row ([B] each) with the compiled adapter ('own'), no adapter
+  ('none'), and the adapter compiled from the previous row's document ('other'); the target
+  count per row; and the between-document variance of the factors (scalars)."""
   a, b = hypernet.compile_lora(params, backbone_params, batch["doc_tokens"], batch["doc_mask"], spec=spec)
   args = (backbone_params, spec.backbone, batch["tokens"], batch["segment_ids"], batch["weights"])
-  own, count = lm_loss(*args, _lora(a, b), spec.scale, remat=False, chunk=cfg.loss_chunk)
-  none, _ = lm_loss(*args, None, 0.0, remat=False, chunk=cfg.loss_chunk)
-  roll = lambda x: jnp.roll(x, 1, axis=1)  # adapters are [L, B, ...]: row i gets row i-1's
-  other, _ = lm_loss(*args, _lora(jax.tree.map(roll, a), jax.tree.map(roll, b)), spec.scale,
-                     remat=False, chunk=cfg.loss_chunk)
+  loss = lambda lora, coef: lm_loss(*args, lora, coef, remat=False, chunk=cfg.loss_chunk, per_row=True)
+  own, count = loss(_lora(a, b), spec.scale)
+  none, _ = loss(None, 0.0)
+  other, _ = loss(_rolled(a, b), spec.scale)
   between, total = _between_document_variance((a, b))
   return {"own": own, "none": none, "other": other, "count": count,
           "between": between, "total": total}

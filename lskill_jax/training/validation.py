@@ -17,6 +17,7 @@ import dataclasses
 import os
 
 import jax
+import numpy as np
 
 from lskill_jax.backbone.loading import backbone_from_config
 from lskill_jax.compiler.skill_compiler import SkillCompiler, spec_from_config
@@ -32,11 +33,29 @@ DOC_SHARE = "adapter_doc_share"  # share of the adapters' squared entries that d
 _eval_jit = jax.jit(eval_step, static_argnames=("spec", "cfg"))
 
 
+def paired_interval(diffs, level: float = 0.95, resamples: int = 10_000, seed: int = 0):
+  """(mean, low, high): a percentile-bootstrap interval for the mean of paired differences."""
+  diffs = np.asarray(diffs, np.float64)
+  if diffs.size < 2:
+    return float(diffs.mean()) if diffs.size else float("nan"), float("nan"), float("nan")
+  rng = np.random.default_rng(seed)
+  means = diffs[rng.integers(0, diffs.size, (resamples, diffs.size))].mean(axis=1)
+  tail = 100 * (1 - level) / 2
+  low, high = np.percentile(means, [tail, 100 - tail])
+  return float(diffs.mean()), float(low), float(high)
+
+
 def validate(params, bb, spec, step_cfg, batches, mesh) -> dict[str, float]:
-  """Mean loss per target token with own / no / another document's adapter, per mode."""
+  """Mean loss per target token with own / no / another document's adapter, per mode.
+
+  Also, per mode, the paired per-document differences `other - own` and `none - own` (each a
+  document's mean loss per token): "<mode>/gap_other" with "<mode>/gap_other_low" / "_high"
+  (a 95% bootstrap interval), the same for "gap_none", and "<mode>/docs".
+  """
   if not batches:
     return {}
   sums: dict[str, dict[str, float]] = {}
+  rows: dict[str, dict[str, list]] = {}
   for batch in batches:
     for mode, arrays in batch.items():
       arrays = {k: put(v, mesh, ("batch", None)) for k, v in arrays.items() if k in BATCH_KEYS}
@@ -45,13 +64,24 @@ def validate(params, bb, spec, step_cfg, batches, mesh) -> dict[str, float]:
           out = _eval_jit(params, bb.params, arrays, spec=spec, cfg=step_cfg)
       else:
         out = _eval_jit(params, bb.params, arrays, spec=spec, cfg=step_cfg)
+      out = {k: np.asarray(jax.device_get(v), np.float64) for k, v in out.items()}
       acc = sums.setdefault(mode, dict.fromkeys(CONDITIONS + ("count", "between", "total"), 0.0))
       for k in acc:
-        acc[k] += float(out[k])
+        acc[k] += float(out[k].sum())
+      per_doc = rows.setdefault(mode, {c: [] for c in CONDITIONS})
+      has_targets = out["count"] > 0
+      for c in CONDITIONS:
+        per_doc[c].extend((out[c] / np.maximum(out["count"], 1.0))[has_targets])
   results = {}
   for mode, acc in sums.items():
     results.update({f"{mode}/{cond}": acc[cond] / max(acc["count"], 1.0) for cond in CONDITIONS})
     results[f"{mode}/{DOC_SHARE}"] = acc["between"] / max(acc["total"], 1e-30)
+    per_doc = {c: np.asarray(v) for c, v in rows[mode].items()}
+    results[f"{mode}/docs"] = int(per_doc["own"].size)
+    for name in ("other", "none"):
+      mean, low, high = paired_interval(per_doc[name] - per_doc["own"])
+      results.update({f"{mode}/gap_{name}": mean, f"{mode}/gap_{name}_low": low,
+                      f"{mode}/gap_{name}_high": high})
   return results
 
 
