@@ -34,8 +34,11 @@ SQA_SKILLS = os.path.join(REPO, "skills", "searchqa")
 def bb(tmp_path_factory):
   """A one-layer random Qwen3 with the real vocabulary, so the Qwen3 tokenizer is attached."""
   path = tmp_path_factory.mktemp("tiny_qwen3")
+  # Agent prompts run to several hundred tokens: the position limit must hold them, since
+  # generation refuses a prompt longer than max_position_embeddings.
   save_tiny_model(path, vocab_size=151936, hidden_size=32, intermediate_size=64,
-                  num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, head_dim=16)
+                  num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+                  max_position_embeddings=4096)
   backbone = lsj.load_backbone(str(path))
   assert backbone.tokenizer is not None
   return backbone
