@@ -1,0 +1,184 @@
+"""The CPU recipe's options: memory-state normalisation, the contrastive term, paired intervals."""
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import lskill_jax as lsj
+from configs import stage1_smollm2_135m_cpu, stage1_tiny
+from lskill_jax.compiler import hypernet
+from lskill_jax.data import pipeline
+from lskill_jax.training import optimizer as optim
+from lskill_jax.training import run_config
+from lskill_jax.training.step import StepConfig, TrainState, contrastive_term, train_step
+from lskill_jax.training.trainer import train
+from lskill_jax.training.validation import paired_interval, validate
+
+
+def _tiny(state_norm="none"):
+  c = stage1_tiny.get_config()
+  c.compiler.state_norm = state_norm
+  bb = lsj.backbone_from_config(c)
+  return c, bb, lsj.SkillCompiler.create(bb, c, seed=0)
+
+
+def _docs(bb, n=6, T=24):
+  rng = np.random.default_rng(0)
+  tokens = rng.integers(5, bb.config.vocab_size, (n, T)).astype(np.int32)
+  mask = np.ones((n, T), np.int32)
+  mask[0, :5] = 0  # one left-padded document
+  return tokens, mask
+
+
+def test_state_statistics_match_numpy():
+  x = np.random.default_rng(1).normal(size=(5, 3, 4, 8)).astype(np.float32)
+  x[..., 0] = 7.0          # a dimension that never varies: its spread is floored, not divided by 0
+  got = hypernet.state_statistics(jnp.asarray(x), floor=1e-2)
+  np.testing.assert_allclose(got["mean"], x.mean(0), rtol=1e-5, atol=1e-6)
+  std = np.sqrt(((x - x.mean(0)) ** 2).mean(axis=(0, 2)))
+  std = np.maximum(std, 1e-2 * np.median(std, axis=-1, keepdims=True) + 1e-12)
+  np.testing.assert_allclose(got["inv_std"], 1 / std, rtol=1e-4)
+  assert np.all(np.isfinite(np.asarray(got["inv_std"])))
+  with pytest.raises(ValueError, match="at least 2 documents"):
+    hypernet.state_statistics(jnp.asarray(x[:1]))
+
+
+def test_standardized_states_are_centred_on_the_calibration_documents():
+  c, bb, comp = _tiny("standardize")
+  spec = comp.spec
+  assert set(comp.params) == {"memory", "metalora", "generator", "state_stats"}
+  tokens, mask = _docs(bb)
+  raw = hypernet.encode_memory(comp.params, bb.params, tokens, mask, spec=spec)
+  # Before calibration the statistics are the identity.
+  np.testing.assert_array_equal(hypernet.normalize_states(comp.params, raw, spec), raw)
+  params = hypernet.calibrate(comp.params, bb.params, [(tokens[:3], mask[:3]), (tokens[3:], mask[3:])],
+                              spec=spec)
+  z = np.asarray(hypernet.normalize_states(params, raw, spec))
+  np.testing.assert_allclose(z.mean(0), 0, atol=1e-4)
+  np.testing.assert_allclose(np.sqrt((z ** 2).mean(axis=(0, 2))), 1, rtol=1e-3)
+  # The statistics are frozen: no gradient reaches them.
+  loss = lambda p: jnp.sum(jnp.square(hypernet.compile_lora(p, bb.params, tokens, mask, spec=spec)[0]["q"]))
+  g = jax.grad(loss)(params)
+  assert all(float(jnp.abs(x).max()) == 0 for x in jax.tree.leaves(g["state_stats"]))
+  assert float(jnp.abs(g["generator"]["layer_0"]["norm1"]["scale"]).max()) > 0
+  # A compiler without standardisation is unchanged by calibrate.
+  _, _, plain = _tiny("none")
+  assert hypernet.calibrate(plain.params, bb.params, [(tokens, mask)], spec=plain.spec) is plain.params
+
+
+def test_layernorm_normalises_each_state():
+  _, bb, comp = _tiny("layernorm")
+  tokens, mask = _docs(bb)
+  raw = hypernet.encode_memory(comp.params, bb.params, tokens, mask, spec=comp.spec)
+  z = np.asarray(hypernet.normalize_states(comp.params, raw, comp.spec))
+  x = np.asarray(raw, np.float64)
+  centred = x - x.mean(-1, keepdims=True)
+  want = centred / np.sqrt((centred ** 2).mean(-1, keepdims=True) + 1e-6)
+  np.testing.assert_allclose(z, want, rtol=1e-4, atol=1e-5)
+  np.testing.assert_allclose(z.mean(-1), 0, atol=1e-4)
+
+
+def test_unknown_state_norm_is_refused():
+  c, bb, _ = _tiny()
+  c.compiler.state_norm = "batchnorm"
+  with pytest.raises(ValueError, match="state_norm must be one of"):
+    lsj.SkillCompiler.create(bb, c)
+
+
+def test_contrastive_term_value_and_gradient():
+  own = jnp.array([20.0, 30.0, 0.0])      # per-row loss sums
+  other = jnp.array([20.0, 36.0, 0.0])
+  counts = jnp.array([10.0, 10.0, 0.0])   # the last row has no targets: it contributes nothing
+  tau = 0.1
+  term, gap = contrastive_term(own, other, counts, tau)
+  np.testing.assert_allclose(gap[:2], [0.0, 0.6], rtol=1e-6)
+  want = 10 * tau * np.log1p(np.exp(0.0)) + 10 * tau * np.log1p(np.exp(-6.0))
+  np.testing.assert_allclose(float(term), want, rtol=1e-5)
+  d_own, d_other = jax.grad(lambda o, t: contrastive_term(o, t, counts, tau)[0], argnums=(0, 1))(own, other)
+  # At a gap of 0 the term pushes own down and other up with half the LM loss's weight.
+  np.testing.assert_allclose([float(d_own[0]), float(d_other[0])], [0.5, -0.5], rtol=1e-6)
+  assert 0 < float(d_own[1]) < 0.01 and float(d_own[2]) == 0.0   # faded past the margin
+
+
+def _batch(bb):
+  texts = [f"Step {i}: open drawer {i}, take key {i}, close it. " * 2 for i in range(4)]
+  dcfg = pipeline.DataConfig(seq_len=160, context_len=64, batch_size=4)
+  return {k: v for k, v in pipeline.stage1_dataset(bb.tokenizer, texts, dcfg)[0].items() if k != "n_docs"}
+
+
+def test_contrastive_step_reports_lm_loss_and_gap():
+  c, bb, comp = _tiny()
+  batch = _batch(bb)
+  opt, sched = optim.make(1e-3, 1, 10)
+  state = TrainState(jnp.int32(0), comp.params, opt.init(comp.params))
+  run = lambda cfg: jax.jit(lambda s, b, bp: train_step(s, b, bp, spec=comp.spec, cfg=cfg, optimizer=opt,
+                                                        schedule=sched))(state, batch, bb.params)[1]
+  plain = run(StepConfig(accum=2, remat=False, loss_chunk=64))
+  both = run(StepConfig(accum=2, remat=False, loss_chunk=64, contrastive_weight=1.0))
+  # "loss" stays the language-model loss, so curves with and without the term compare.
+  np.testing.assert_allclose(float(both["loss"]), float(plain["loss"]), rtol=1e-6)
+  assert float(both["objective"]) > float(both["loss"])
+  assert abs(float(both["train_gap"])) < 0.05 and "train_gap" not in plain
+  assert float(both["grad_norm"]) != pytest.approx(float(plain["grad_norm"]))
+
+
+def test_paired_interval():
+  rng = np.random.default_rng(0)
+  d = rng.normal(0.3, 0.1, 64)
+  mean, low, high = paired_interval(d)
+  assert mean == pytest.approx(d.mean())
+  half = 1.96 * d.std(ddof=1) / np.sqrt(d.size)
+  assert low == pytest.approx(mean - half, abs=0.01) and high == pytest.approx(mean + half, abs=0.01)
+  assert np.isnan(paired_interval([1.0])[1])
+
+
+def test_validation_reports_paired_gaps_per_document():
+  c, bb, comp = _tiny()
+  batch = _batch(bb)
+  got = validate(comp.params, bb, comp.spec, StepConfig(loss_chunk=64), [{"reconstruction": batch}], None)
+  assert got["reconstruction/docs"] == 4
+  assert got["reconstruction/gap_other_low"] <= got["reconstruction/gap_other"] <= got["reconstruction/gap_other_high"]
+  # The mean of per-document differences is not the token-weighted difference of the means, but
+  # with documents of similar length the two are close.
+  tok = got["reconstruction/other"] - got["reconstruction/own"]
+  assert got["reconstruction/gap_other"] == pytest.approx(tok, abs=0.05)
+
+
+def test_cpu_recipe_trains_on_the_tiny_backbone(tmp_path):
+  # The recipe's compiler and optimiser options on the tiny backbone: calibration at start,
+  # the contrastive term, per-group clipping, frozen memory tokens, exact resume.
+  c = stage1_smollm2_135m_cpu.get_config()
+  tiny = stage1_tiny.get_config()
+  for k in ("name", "model", "backbone_shape", "tokenizer_corpus", "dtype"):
+    c[k] = tiny[k]
+  heads = tiny.backbone_shape["num_attention_heads"]
+  c.compiler.update(rank=2, metalora_rank=4, generator_width=2 * heads * 4, generator_heads=heads,
+                    context_len=tiny.data.context_len)
+  c.data.update(seq_len=tiny.data.seq_len, context_len=tiny.data.context_len)
+  c.train.update(steps=4, batch_size=4, log_every=1, eval_every=4, eval_docs=4, eval_batch_size=4,
+                 save_every=2, async_checkpointing=False, progress_bar=False, calibration_docs=8,
+                 contrastive_weight=0.5)
+  out = train(c, str(tmp_path / "a"))
+  params = out["state"].params
+  assert float(jnp.abs(params["state_stats"]["mean"]).max()) > 0   # calibrated
+  for name in ("reconstruction", "completion"):
+    assert np.isfinite(out[f"val/{name}/gap_other"])
+  comp = lsj.SkillCompiler.load(str(tmp_path / "a"), backbone=lsj.backbone_from_config(c))
+  np.testing.assert_array_equal(comp.params["state_stats"]["inv_std"], params["state_stats"]["inv_std"])
+  assert dataclasses.asdict(comp.spec)["state_norm"] == "standardize"
+  train(c, str(tmp_path / "b"), max_steps=2)
+  resumed = train(c, str(tmp_path / "b"))
+  for x, y in zip(jax.tree.leaves(params), jax.tree.leaves(resumed["state"].params)):
+    np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=0, atol=1e-6)
+
+
+def test_contrastive_term_needs_two_examples_per_micro_batch():
+  c = stage1_tiny.get_config()
+  c.train.update(batch_size=4, accum=4, contrastive_weight=1.0)
+  with pytest.raises(run_config.ConfigError, match="at least 2 examples"):
+    run_config.check_values(c)
+  c.train.accum = 2
+  run_config.check_values(c)
