@@ -28,7 +28,7 @@ def get_config():
   c.compiler.update(targets=("o", "down"), generator_width=192, generator_depth=2,
                     generator_heads=3, state_norm="standardize", remat=False, context_len=256)
   c.data.update(seq_len=256, context_len=256)
-  c.train.update(steps=3000, batch_size=8, accum=1, lr=1e-3, warmup_steps=20, remat=False,
+  c.train.update(steps=3000, batch_size=4, accum=1, lr=1e-3, warmup_steps=20, remat=False,
                  clip_per_group=True, memory_lr_scale=0.0, contrastive_weight=1.0, log_every=5,
-                 eval_every=100, eval_batch_size=8, eval_docs=16, save_every=20)
+                 eval_every=50, eval_batch_size=8, eval_docs=16, save_every=20)
   return c

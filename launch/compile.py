@@ -1,10 +1,12 @@
 """Compile skill documents into adapters, or describe a compiler's geometry.
 
+  python -m launch.compile --model=smollm2-135m --skill=skills/alfworld/heat --out=adapters
   python -m launch.compile --compiler=CKPT_OR_CONFIG --model=SOURCE --skill=FILE_OR_DIR --out=DIR [--format=ours|peft]
   python -m launch.compile --describe --config=configs/qwen3_8b.py
 
---compiler is a trained checkpoint directory, or a config file (configs/<name>.py) for a freshly
-initialised compiler (useful to try the pipeline). Each skill becomes OUT/<relative path
+--compiler defaults to the trained compiler that ships for the backbone (one ships for
+smollm2-135m); otherwise it is a trained checkpoint directory, or a config file
+(configs/<name>.py) for a freshly initialised compiler (useful to try the pipeline). Each skill becomes OUT/<relative path
 without suffix>/ (our format or PEFT); where two skills would share that name (task.md and
 task.txt) both keep their suffix (OUT/task.md/, OUT/task.txt/) and the log says so. A document
 that cannot be read or compiled is reported and skipped; nothing is written for it and the
@@ -25,13 +27,14 @@ from tqdm import tqdm
 from launch import common
 import lskill_jax as lsj
 from lskill_jax.backbone.config import from_hf_config
-from lskill_jax.compiler import hypernet
+from lskill_jax.compiler import hypernet, shipped
 from lskill_jax.compiler.documents import DocumentError, find_skill_files, read_skill
 from lskill_jax.compiler.skill_compiler import spec_from_config
 
 config_flags.DEFINE_config_file("config", None, "Compiler config (configs/<name>.py) for --describe.")
 flags.DEFINE_bool("describe", False, "Print the compiler geometry and parameter counts; allocates nothing.")
-flags.DEFINE_string("compiler", None, "Trained compiler checkpoint dir, or a configs/<name>.py file.")
+flags.DEFINE_string("compiler", None, "Trained compiler checkpoint dir, or a configs/<name>.py file "
+                    "(default: the compiler shipped for --model).")
 flags.DEFINE_string("model", None, "Backbone source (default: --config's model, else smollm2-135m).")
 flags.DEFINE_string("skill", None, "A skill file or a directory of them.")
 flags.DEFINE_string("out", None, "Output directory.")
@@ -74,6 +77,10 @@ def describe(config) -> str:
 
 def _load_compiler(bb):
   src = FLAGS.compiler
+  if src is None:
+    comp = lsj.SkillCompiler.pretrained(bb)
+    logging.info("using the shipped compiler for %s (%s)", bb.source, shipped.find_for(bb))
+    return comp
   if src.endswith(".py"):
     return lsj.SkillCompiler.create(bb, _config_from_file(src), seed=0)
   return lsj.SkillCompiler.load(src, backbone=bb)
@@ -131,7 +138,7 @@ def main(argv):
       raise app.UsageError("--describe needs --config=configs/<name>.py")
     print(describe(FLAGS.config))
     return
-  for name in ("compiler", "skill", "out"):
+  for name in ("skill", "out"):
     if not getattr(FLAGS, name):
       raise app.UsageError(f"--{name} is required to compile")
   files = find_skill_files(FLAGS.skill)

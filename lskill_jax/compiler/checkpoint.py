@@ -2,6 +2,7 @@
 
 Layouts accepted by `find`:
   DIR/compiler.json + DIR/params/                       (SkillCompiler.save)
+  DIR/compiler.json + DIR/params.safetensors            (single file; see compiler.shipped)
   WORKDIR/compiler.json + WORKDIR/checkpoints/<step>/params/   (a training run; latest step)
 and the `checkpoints` folder or a step folder of a training run.
 """
@@ -21,6 +22,7 @@ from lskill_jax.compiler.hypernet import CompilerSpec
 
 FORMAT, VERSION = "lskill_jax.compiler", 1
 SPEC_FILE = "compiler.json"
+PARAMS_FILE = "params.safetensors"
 
 
 class CheckpointError(ValueError):
@@ -62,7 +64,7 @@ def latest_step(checkpoints_dir: str) -> int | None:
 
 
 def find(path: str) -> tuple[str, str]:
-  """(compiler.json path, Orbax params dir) for any accepted layout."""
+  """(compiler.json path, params: an Orbax dir or a safetensors file) for any accepted layout."""
   path = os.path.abspath(path)
   if not os.path.exists(path):
     raise FileNotFoundError(f"no compiler checkpoint at {path!r}.")
@@ -73,12 +75,15 @@ def find(path: str) -> tuple[str, str]:
     raise CheckpointError(f"{path}: no {SPEC_FILE} found; not a compiler checkpoint.")
   if os.path.isdir(os.path.join(path, "params")):
     return spec_path, os.path.join(path, "params")
+  if os.path.isfile(os.path.join(path, PARAMS_FILE)):
+    return spec_path, os.path.join(path, PARAMS_FILE)
   ckpts = path if os.path.basename(path) == "checkpoints" else os.path.join(path, "checkpoints")
   if os.path.isdir(ckpts):
     step = latest_step(ckpts)
     if step is not None:
       return spec_path, os.path.join(ckpts, str(step), "params")
-  raise CheckpointError(f"{path}: {SPEC_FILE} found but no saved params (params/ or checkpoints/<step>/params).")
+  raise CheckpointError(f"{path}: {SPEC_FILE} found but no saved params (params/, {PARAMS_FILE} "
+                        "or checkpoints/<step>/params).")
 
 
 def read_spec(spec_path: str) -> dict:

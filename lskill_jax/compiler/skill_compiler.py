@@ -1,6 +1,6 @@
 """`SkillCompiler`: the user-facing compiler (backbone + spec + params), text in, adapters out.
 
-    comp = lsj.SkillCompiler.create(bb, config, seed=0)      # or .load(ckpt_dir, backbone=bb)
+    comp = lsj.SkillCompiler.pretrained(bb)   # or .load(ckpt_dir, backbone=bb), .create(bb, config)
     adapters = comp.compile(["skill text 1", "skill text 2"])
 """
 
@@ -19,7 +19,7 @@ from lskill_jax import sharding as shd
 from lskill_jax.adapter.adapter import Adapter, base_fingerprint, text_hash, weighted_sum
 from lskill_jax.backbone.loading import Backbone
 from lskill_jax.compiler import checkpoint as ckpt
-from lskill_jax.compiler import hypernet
+from lskill_jax.compiler import hypernet, shipped
 from lskill_jax.compiler.documents import DocumentError, SkillDocument, parse_skill
 from lskill_jax.compiler.hypernet import CompilerSpec
 from lskill_jax.sharded_call import call, put
@@ -83,11 +83,23 @@ class SkillCompiler:
     spec = ckpt.spec_from_json(blob["spec"], backbone.config)
     abstract = jax.eval_shape(lambda: hypernet.init(jax.random.key(0), spec))
     shardings = param_shardings(spec, abstract, backbone.mesh)
-    params = ckpt.restore_params(params_dir, ckpt.abstract_like(abstract, shardings))
+    if params_dir.endswith(".safetensors"):
+      params = shipped.read_params(params_dir, abstract)
+      params = jax.device_put(params, shardings) if shardings is not None else jax.device_put(params)
+    else:
+      params = ckpt.restore_params(params_dir, ckpt.abstract_like(abstract, shardings))
     return cls(backbone, spec, params)
 
+  @classmethod
+  def pretrained(cls, backbone: Backbone) -> "SkillCompiler":
+    """The trained compiler that ships with the package for `backbone`'s weights.
+
+    Raises `shipped.NoShippedCompilerError` (saying what to do instead) where none ships.
+    """
+    return cls.load(shipped.find_for(backbone), backbone)
+
   def save(self, path: str) -> None:
-    """Writes compiler.json + params/ (Orbax) under `path`."""
+    """Writes compiler.json + params/ (Orbax) under `path` (`shipped.export` writes one file)."""
     ckpt.write_spec(path, self.spec, base_fingerprint(self.backbone.config), self.backbone.source)
     ckpt.save_params(os.path.join(path, "params"), self.params)
     self._checkpoint_id = None

@@ -15,17 +15,22 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Sequence
 
 import jax
 import numpy as np
 
 from lskill_jax.backbone.loading import backbone_from_config
 from lskill_jax.compiler.skill_compiler import SkillCompiler, spec_from_config
+from lskill_jax.data import stage1
+from lskill_jax.data.chat import tokenize_conversation
+from lskill_jax.inference import forward
 from lskill_jax.sharded_call import put
 from lskill_jax.training.datasets import eval_batches
 from lskill_jax.training.step import BATCH_KEYS, StepConfig, eval_step
 
 CONDITIONS = ("own", "none", "other")
+MODES = ("reconstruction", "completion")
 DOC_SHARE = "adapter_doc_share"  # share of the adapters' squared entries that differs between documents
 
 # Jitted once at module level (spec and cfg are hashable), so every validation of a run
@@ -106,3 +111,40 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None, splits=("
       raise ValueError(f"no {split} documents to evaluate on (need at least two).")
     results[split] = validate(comp.params, bb, comp.spec, cfg, batches, mesh)
   return results
+
+
+def loss_matrix(compiler: SkillCompiler, texts: Sequence[str], *, alpha: float = 1.0,
+                mode: str = "reconstruction") -> np.ndarray:
+  """Mean loss per token of each text with each text's adapter: float64 [N + 1, N].
+
+  Row i, column j: the loss of text j's Stage-1 conversation (the `mode` marker, then the
+  text as the assistant's turn) with text i's compiled adapter mounted at `alpha`; the last
+  row is the plain backbone. A compiler that carries its documents has the smallest entry of
+  each column on the diagonal, and the diagonal below the last row. For completion the
+  adapters are compiled from each text with its last 20% of words cut.
+  """
+  if mode not in MODES:
+    raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+  texts = [t.strip() for t in texts]
+  if len(texts) < 2 or not all(texts):
+    raise ValueError("loss_matrix needs at least two non-empty texts.")
+  marker = stage1.RECONSTRUCTION if mode == "reconstruction" else stage1.COMPLETION
+  convs = [tokenize_conversation(compiler.backbone.tokenizer, [
+      {"role": "user", "content": marker}, {"role": "assistant", "content": t}]) for t in texts]
+  T = max(len(ids) for ids, _ in convs)
+  tokens = np.zeros((len(texts), T), np.int32)
+  weights = np.zeros((len(texts), T), np.float64)
+  segments = np.zeros((len(texts), T), np.int32)
+  for j, (ids, w) in enumerate(convs):
+    tokens[j, :len(ids)], weights[j, :len(ids)], segments[j, :len(ids)] = ids, w, 1
+  rng = np.random.default_rng(0)
+  evidence = [t if mode == "reconstruction" else stage1.cut_words(t, rng, 0.2, 0.2) for t in texts]
+  adapters = compiler.compile(evidence, overlong="truncate") + [None]
+  out = np.zeros((len(adapters), len(texts)))
+  for i, adapter in enumerate(adapters):
+    logits = forward(compiler.backbone, tokens, segment_ids=segments, adapter=adapter, alpha=alpha)
+    logp = jax.nn.log_softmax(logits[:, :-1], axis=-1)
+    target = np.take_along_axis(np.asarray(logp), tokens[:, 1:, None], axis=-1)[..., 0]
+    w = weights[:, 1:]
+    out[i] = -(target * w).sum(axis=1) / w.sum(axis=1)
+  return out

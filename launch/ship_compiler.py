@@ -1,0 +1,116 @@
+"""Package a trained compiler as the single-file compiler that ships with the package.
+
+  python -m launch.validate --workdir=workdir/stage1_cpu --step=200 --docs=64 --out=workdir/stage1_cpu/val200.json
+  python -m launch.ship_compiler --workdir=workdir/stage1_cpu --step=200 \
+      --results=workdir/stage1_cpu/val200.json --out=lskill_jax/compiler/shipped/smollm2-135m
+
+Writes compiler.json, params.safetensors (bfloat16) and card.md: the training command, the
+held-out figures from --results (launch.validate's JSON for the same step), and how far the
+bfloat16 copy's adapters are from the float32 checkpoint's on a few held-out documents.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+
+from absl import flags
+import jax
+import ml_collections
+import numpy as np
+
+from launch import common
+import lskill_jax as lsj
+from lskill_jax.compiler import shipped
+from lskill_jax.training.datasets import fitting, load_stage1_texts
+from lskill_jax.training.validation import DOC_SHARE
+
+flags.DEFINE_string("workdir", None, "Training workdir (launch.train's).", required=True)
+flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
+flags.DEFINE_string("results", None, "launch.validate --out JSON for the same step.", required=True)
+flags.DEFINE_string("out", None, "Output directory (lskill_jax/compiler/shipped/<model>).", required=True)
+flags.DEFINE_string("command", "", "The command that trained the run, for the card.")
+flags.DEFINE_enum("dtype", "bfloat16", ["bfloat16", "float32"], "Storage precision.")
+FLAGS = flags.FLAGS
+
+
+def results_table(results: dict) -> str:
+  """Markdown rows of launch.validate's results: one per split and mode."""
+  rows = ["| split | mode | docs | own | none | other | none − own [95% CI] | other − own [95% CI] | doc share |",
+          "|---|---|---|---|---|---|---|---|---|"]
+  for split, res in results.items():
+    if not isinstance(res, dict):
+      continue
+    for mode in sorted({k.split("/")[0] for k in res}):
+      g = {n: f"{res[f'{mode}/gap_{n}']:+.3f} [{res[f'{mode}/gap_{n}_low']:+.3f}, "
+              f"{res[f'{mode}/gap_{n}_high']:+.3f}]" for n in ("none", "other")}
+      rows.append(f"| {split} | {mode} | {res[f'{mode}/docs']} | {res[f'{mode}/own']:.3f} | "
+                  f"{res[f'{mode}/none']:.3f} | {res[f'{mode}/other']:.3f} | {g['none']} | "
+                  f"{g['other']} | {res[f'{mode}/{DOC_SHARE}']:.3f} |")
+  return "\n".join(rows)
+
+
+def storage_error(full: lsj.SkillCompiler, stored: lsj.SkillCompiler, docs: list[str]) -> float:
+  """Largest relative Frobenius error of the stored copy's ΔW factors over `docs` and targets."""
+  worst = 0.0
+  for x, y in zip(full.compile(docs), stored.compile(docs)):
+    for t in x.targets:
+      for f in ("a", "b"):
+        u, v = np.asarray(getattr(x, f)[t]), np.asarray(getattr(y, f)[t])
+        worst = max(worst, float(np.linalg.norm(u - v) / max(np.linalg.norm(u), 1e-30)))
+  return worst
+
+
+def main(argv):
+  del argv
+  with open(os.path.join(FLAGS.workdir, "config.json")) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  with open(FLAGS.results) as f:
+    results = json.load(f)
+  if FLAGS.step is not None and results.get("step") not in (None, FLAGS.step):
+    common.fail(f"--results={FLAGS.results} measured step {results.get('step')}, not --step={FLAGS.step}.")
+  ckpt = FLAGS.workdir if FLAGS.step is None else os.path.join(FLAGS.workdir, "checkpoints", str(FLAGS.step))
+  mesh = common.init_runtime()
+  bb = lsj.backbone_from_config(config, mesh=mesh, seed=config.get("backbone_seed", 0))
+  full = lsj.SkillCompiler.load(ckpt, bb)
+  docs = fitting(bb.tokenizer, load_stage1_texts(config.data)[1], config.data.seq_len, "val")[:4]
+  tmp = FLAGS.out + ".probe"
+  shipped.export(full, tmp, dtype=FLAGS.dtype)
+  err = storage_error(full, lsj.SkillCompiler.load(tmp, bb), docs)
+  n_params = sum(int(x.size) for x in jax.tree.leaves(full.params))
+  card = "\n".join([
+      f"# Shipped compiler for {config.model}",
+      "",
+      f"Trained by `launch.train` with `{config.name}` (the run's config.json is in its workdir), "
+      f"step {FLAGS.step if FLAGS.step is not None else 'latest'}, {n_params:,} parameters stored "
+      f"in {FLAGS.dtype}.",
+      "",
+      "```",
+      FLAGS.command or "(training command not recorded)",
+      "```",
+      "",
+      "Held-out documents (never trained on), mean loss per target token in nats; gaps are the mean "
+      "of per-document paired differences with a 95% bootstrap interval (`launch.validate`):",
+      "",
+      results_table(results),
+      "",
+      f"Storage: the {FLAGS.dtype} copy's adapter factors differ from the float32 checkpoint's by at "
+      f"most {err:.2e} (relative Frobenius norm, {len(docs)} held-out documents, every target).",
+      ""])
+  with open(os.path.join(tmp, shipped.CARD_FILE), "w") as f:
+    f.write(card)
+  if os.path.exists(FLAGS.out):
+    old = FLAGS.out + ".old"
+    os.replace(FLAGS.out, old)
+    os.replace(tmp, FLAGS.out)
+    shutil.rmtree(old)
+  else:
+    os.replace(tmp, FLAGS.out)
+  size = os.path.getsize(os.path.join(FLAGS.out, shipped.PARAMS_FILE))
+  print(card)
+  print(f"wrote {FLAGS.out} ({size / 2**20:.1f} MiB)")
+
+
+if __name__ == "__main__":
+  common.run(main)

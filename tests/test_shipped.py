@@ -1,0 +1,126 @@
+"""Single-file compilers (the shipped format), `SkillCompiler.pretrained`, and `loss_matrix`."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import ml_dtypes
+import numpy as np
+import pytest
+
+import lskill_jax as lsj
+from configs import tiny
+from lskill_jax.checkpoint.safetensors_file import SafetensorsFile, save_file
+from lskill_jax.compiler import checkpoint as ckpt
+from lskill_jax.compiler import shipped
+from lskill_jax.training.validation import loss_matrix
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOCS = ["Always open the fridge before looking for food inside it.",
+        "Use short keyword queries; verify the answer in a second passage before answering.",
+        "Heat the mug with the microwave, then put it in the coffee machine."]
+
+
+@pytest.fixture(scope="module")
+def comp():
+  """A tiny compiler with every parameter perturbed (fresh ones have zero-init pieces)."""
+  c = tiny.get_config()
+  fresh = lsj.SkillCompiler.create(lsj.backbone_from_config(c), c, seed=0)
+  leaves, treedef = jax.tree.flatten(fresh.params)
+  keys = jax.random.split(jax.random.key(1), len(leaves))
+  noisy = [x + 0.05 * jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)]
+  return lsj.SkillCompiler(fresh.backbone, fresh.spec, jax.tree.unflatten(treedef, noisy))
+
+
+def test_float32_file_roundtrips_exactly(comp, tmp_path):
+  shipped.export(comp, str(tmp_path / "c"), dtype="float32", card="# card\n")
+  assert sorted(os.listdir(tmp_path / "c")) == ["card.md", "compiler.json", "params.safetensors"]
+  back = lsj.SkillCompiler.load(str(tmp_path / "c"), comp.backbone)
+  assert back.checkpoint_id == comp.checkpoint_id
+  want, got = comp.compile([DOCS[0]])[0], back.compile([DOCS[0]])[0]
+  np.testing.assert_array_equal(np.asarray(got.b["down"]), np.asarray(want.b["down"]))
+
+
+def test_bfloat16_file_is_half_the_size_and_rounds_each_leaf(comp, tmp_path):
+  shipped.export(comp, str(tmp_path / "f32"), dtype="float32")
+  shipped.export(comp, str(tmp_path / "bf16"))
+  size = lambda d: os.path.getsize(tmp_path / d / "params.safetensors")
+  assert size("bf16") < 0.55 * size("f32")
+  back = lsj.SkillCompiler.load(str(tmp_path / "bf16"), comp.backbone)
+  for x, y in zip(jax.tree.leaves(comp.params), jax.tree.leaves(back.params)):
+    assert y.dtype == x.dtype  # loading casts back to the spec's dtype
+    rounded = np.asarray(x).astype(ml_dtypes.bfloat16).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(y), rounded)
+
+
+def test_a_file_for_another_configuration_is_refused_by_name(comp, tmp_path):
+  d = str(tmp_path / "c")
+  shipped.export(comp, d)
+  flat = dict(SafetensorsFile(os.path.join(d, "params.safetensors")).items())
+  key = sorted(flat)[0]
+  flat[key + "_renamed"] = flat.pop(key)
+  save_file(flat, os.path.join(d, "params.safetensors"))
+  with pytest.raises(ckpt.CheckpointError, match="missing"):
+    lsj.SkillCompiler.load(d, comp.backbone)
+  flat[key] = flat.pop(key + "_renamed")[..., :1]
+  save_file(flat, os.path.join(d, "params.safetensors"))
+  with pytest.raises(ckpt.CheckpointError, match="has shape"):
+    lsj.SkillCompiler.load(d, comp.backbone)
+
+
+def test_pretrained_without_a_shipped_compiler_says_what_to_do(comp):
+  with pytest.raises(shipped.NoShippedCompilerError, match="launch.train"):
+    lsj.SkillCompiler.pretrained(comp.backbone)
+
+
+def test_pretrained_finds_a_compiler_by_fingerprint(comp, tmp_path, monkeypatch):
+  monkeypatch.setattr(shipped, "SHIPPED_DIR", str(tmp_path))
+  shipped.export(comp, str(tmp_path / "tiny"), dtype="float32")
+  assert json.load(open(tmp_path / "tiny" / "compiler.json"))["base_model"] == comp.backbone.source
+  back = lsj.SkillCompiler.pretrained(comp.backbone)
+  assert back.checkpoint_id == comp.checkpoint_id
+
+
+def test_loss_matrix_rows_are_adapters_and_the_last_is_the_plain_backbone(comp):
+  m = loss_matrix(comp, DOCS)
+  assert m.shape == (4, 3) and np.isfinite(m).all()
+  # At alpha 0 every adapter is the plain backbone: all rows equal the last one.
+  flat = loss_matrix(comp, DOCS, alpha=0.0)
+  np.testing.assert_allclose(flat, np.broadcast_to(flat[-1], flat.shape), rtol=1e-5)
+  np.testing.assert_allclose(flat[-1], m[-1], rtol=1e-5)
+  assert not np.allclose(m[0], m[-1])
+  completion = loss_matrix(comp, DOCS, mode="completion")
+  assert completion.shape == (4, 3) and not np.allclose(completion[:3], m[:3])
+  with pytest.raises(ValueError, match="mode"):
+    loss_matrix(comp, DOCS, mode="summary")
+  with pytest.raises(ValueError, match="two non-empty"):
+    loss_matrix(comp, [DOCS[0], "  "])
+
+
+def test_ship_compiler_packages_a_trained_run_with_its_held_out_card(tmp_path):
+  from configs import stage1_tiny
+  from lskill_jax.training.trainer import train
+  c = stage1_tiny.get_config()
+  c.train.update(steps=2, batch_size=2, accum=1, eval_every=2, save_every=2, eval_docs=4,
+                 eval_batch_size=2, async_checkpointing=False)
+  work, res, out = tmp_path / "run", tmp_path / "val.json", tmp_path / "shipped" / "tiny"
+  train(c, str(work))
+  run = lambda *args: subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True,
+                                     text=True, timeout=600)
+  v = run("launch.validate", f"--workdir={work}", "--step=2", "--docs=4", f"--out={res}")
+  assert v.returncode == 0, v.stderr[-3000:]
+  s = run("launch.ship_compiler", f"--workdir={work}", "--step=2", f"--results={res}",
+          f"--out={out}", "--command=python -m launch.train --config=configs/stage1_tiny.py")
+  assert s.returncode == 0, s.stderr[-3000:]
+  card = (out / "card.md").read_text()
+  assert "| val | reconstruction | 4 |" in card and "| val | completion | 4 |" in card
+  assert "configs/stage1_tiny.py" in card and "differ from the float32 checkpoint" in card
+  assert sorted(os.listdir(tmp_path / "shipped")) == ["tiny"]  # no probe or old copy left
+  trained = lsj.SkillCompiler.load(str(work), lsj.backbone_from_config(c))
+  back = lsj.SkillCompiler.load(str(out), trained.backbone)
+  for x, y in zip(jax.tree.leaves(trained.params), jax.tree.leaves(back.params)):
+    np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-2, atol=1e-6)
+  wrong = run("launch.ship_compiler", f"--workdir={work}", "--step=1", f"--results={res}", f"--out={out}")
+  assert wrong.returncode == 2 and "not --step=1" in wrong.stderr
