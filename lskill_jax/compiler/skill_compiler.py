@@ -19,7 +19,7 @@ from lskill_jax import sharding as shd
 from lskill_jax.adapter.adapter import Adapter, base_fingerprint, text_hash, weighted_sum
 from lskill_jax.backbone.loading import Backbone
 from lskill_jax.compiler import checkpoint as ckpt
-from lskill_jax.compiler import hypernet, shipped
+from lskill_jax.compiler import hypernet, latentskill_io, shipped
 from lskill_jax.compiler.documents import DocumentError, SkillDocument, parse_skill
 from lskill_jax.compiler.hypernet import CompilerSpec
 from lskill_jax.sharded_call import call, put
@@ -98,11 +98,28 @@ class SkillCompiler:
     """
     return cls.load(shipped.find_for(backbone), backbone)
 
+  @classmethod
+  def from_latentskill(cls, checkpoint_dir: str, backbone: Backbone, config,
+                       context_len: int = latentskill_io.CONTEXT_LEN) -> "SkillCompiler":
+    """A compiler from the LatentSkill authors' checkpoint directory and their YAML config
+    (a path or a mapping); see `compiler.latentskill_io` for what converts and what is refused."""
+    spec, params, _ = latentskill_io.read_checkpoint(checkpoint_dir, backbone.config, config,
+                                                     context_len)
+    shardings = param_shardings(spec, params, backbone.mesh)
+    return cls(backbone, spec, jax.device_put(params, shardings))
+
   def save(self, path: str) -> None:
     """Writes compiler.json + params/ (Orbax) under `path` (`shipped.export` writes one file)."""
     ckpt.write_spec(path, self.spec, base_fingerprint(self.backbone.config), self.backbone.source)
     ckpt.save_params(os.path.join(path, "params"), self.params)
     self._checkpoint_id = None
+
+  def export_latentskill(self, out_dir: str, global_step: int = 0) -> str:
+    """Writes the compiler in the LatentSkill authors' checkpoint layout + their config YAML
+    (refuses options their code cannot run, e.g. state_norm or another generator width)."""
+    params = jax.device_get(self.params)
+    return latentskill_io.write_checkpoint(self.spec, params, out_dir, model_path=self.backbone.source,
+                                           global_step=global_step)
 
   @property
   def checkpoint_id(self) -> str:
