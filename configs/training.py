@@ -21,7 +21,7 @@ def data_defaults(stage: int) -> ml_collections.ConfigDict:
 def train_defaults(stage: int) -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       steps=1000,
-      batch_size=8,                   # examples per optimizer step (per process)
+      batch_size=8,                   # examples per optimizer step (all processes together)
       accum=8,                        # micro-batches per step (batch_size / accum per pass)
       lr=5e-5 if stage == 1 else 1e-5,
       warmup_steps=200 if stage == 1 else 40,

@@ -12,20 +12,41 @@ import jax
 from lskill_jax import sharding
 
 flags.DEFINE_bool("distributed", False,
-                  "Call jax.distributed.initialize() first (multi-host TPU/GPU jobs; the "
-                  "coordinator is discovered from the environment).")
+                  "Call jax.distributed.initialize() first: one process per host, the same "
+                  "command on every host. On TPU VMs, Slurm and Open MPI the coordinator and "
+                  "process ids come from the environment; elsewhere pass the three flags below.")
+flags.DEFINE_string("coordinator_address", "",
+                    "With --distributed: host:port of process 0 (default: from the environment, "
+                    "or $JAX_COORDINATOR_ADDRESS), e.g. 10.0.0.2:8476.")
+flags.DEFINE_integer("num_processes", None, "With --distributed: the number of processes "
+                     "(default: from the environment).", lower_bound=1)
+flags.DEFINE_integer("process_id", None, "With --distributed: this process's index, 0 to "
+                     "num_processes-1 (default: from the environment).", lower_bound=0)
 flags.DEFINE_string("mesh", "", "Device mesh as 'data=D,fsdp=F,tensor=T' (one may be -1); "
                     "empty = no mesh (single device).")
 
 FLAGS = flags.FLAGS
 
 
+def init_distributed() -> None:
+  """jax.distributed.initialize() once, when --distributed is given (before any JAX work)."""
+  given = [f"--{n}" for n in ("coordinator_address", "num_processes", "process_id")
+           if FLAGS[n].present]
+  if not FLAGS.distributed:
+    if given:
+      raise flags.ValidationError(f"{', '.join(given)} only apply with --distributed; add it.")
+    return
+  if jax.distributed.is_initialized():
+    return
+  jax.distributed.initialize(FLAGS.coordinator_address or None, FLAGS.num_processes,
+                             FLAGS.process_id)
+  logging.info("process %d of %d, %d local / %d global devices", jax.process_index(),
+               jax.process_count(), jax.local_device_count(), jax.device_count())
+
+
 def init_runtime():
   """Multi-host initialisation when asked for; returns the mesh requested by --mesh (or None)."""
-  if FLAGS.distributed:
-    jax.distributed.initialize()
-    logging.info("process %d of %d, %d local / %d global devices", jax.process_index(),
-                 jax.process_count(), jax.local_device_count(), jax.device_count())
+  init_distributed()
   if not FLAGS.mesh:
     return None
   sizes = {}
@@ -93,6 +114,9 @@ def run(main: Callable[[list[str]], Any]) -> None:
   ends with one line on stderr and exit code 2; anything else keeps its traceback (a bug)."""
   def guarded(argv):
     try:
+      # Every script, also those without a mesh, joins the job first: jax.distributed must
+      # start before the first JAX computation.
+      init_distributed()
       return main(argv)
     except Exception as e:  # sorted here: expected errors become one line, others re-raise
       if isinstance(e, _expected_errors()):

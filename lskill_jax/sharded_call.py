@@ -3,7 +3,9 @@
 `put` places a host array with the sharding its logical axes give on the mesh; `call` jits a
 function with the committed shardings of its arguments as in_shardings and the shardings
 of `out_logical` as out_shardings, and runs it under the mesh (so `sharding.constrain` inside
-takes effect). Without a mesh it is a plain jit on the default device.
+takes effect). Without a mesh it is a plain jit on the default device. On a mesh that spans
+several processes the outputs come back replicated on every device instead: callers read them
+on the host (adapters to files, generated tokens), and a process can only read what it holds.
 """
 
 from __future__ import annotations
@@ -56,7 +58,8 @@ def call(fn: Callable, mesh: Mesh | None, static: dict, args: tuple,
   if mesh is None:
     return _jitted(fn, static_key, None, None)(*args)
   in_sh = _Key(jax.tree.map(lambda x: x.sharding, args))
-  out_sh = _Key(jax.tree.map(lambda lg, s: shd.named_sharding(mesh, lg, s), out_logical,
-                             out_shapes, is_leaf=shd.is_logical))
+  out = lambda lg, s: (shd.replicated(mesh) if mesh.is_multi_process
+                       else shd.named_sharding(mesh, lg, s))
+  out_sh = _Key(jax.tree.map(out, out_logical, out_shapes, is_leaf=shd.is_logical))
   with jax.set_mesh(mesh):
     return _jitted(fn, static_key, in_sh, out_sh)(*args)

@@ -16,6 +16,7 @@ import math
 from typing import Any, Sequence
 
 import jax
+from jax.experimental import multihost_utils
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
@@ -110,6 +111,28 @@ def constrain(x: jax.Array, logical: Logical) -> jax.Array:
   if mesh.empty:
     return x
   return jax.lax.with_sharding_constraint(x, spec_for(logical, x.shape, dict(mesh.shape)))
+
+
+def process_rows(sharding: jax.sharding.Sharding, shape: Sequence[int]) -> tuple[int, ...]:
+  """Indices of the rows of a global array of `shape` that this process's devices hold.
+
+  A per-host input pipeline reads exactly these rows of each global batch, in this order, and
+  `jax.make_array_from_process_local_data` places them (it maps a process's row blocks, in
+  order, onto its local data).
+  """
+  n = shape[0]
+  rows: set[int] = set()
+  for idx in sharding.addressable_devices_indices_map(tuple(shape)).values():
+    rows.update(range(*idx[0].indices(n)))
+  return tuple(sorted(rows))
+
+
+def to_host(x: jax.Array) -> np.ndarray:
+  """The whole value of an array on this host, also one spread over several processes
+  (gathered from them: every process must call this for the same arrays, in the same order)."""
+  if isinstance(x, jax.Array) and not x.is_fully_addressable and not x.is_fully_replicated:
+    return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+  return np.asarray(jax.device_get(x))
 
 
 def is_logical(x) -> bool:

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from lskill_jax import sharding as shd
 from lskill_jax.backbone import model
 from lskill_jax.backbone.config import BackboneConfig
 from lskill_jax.compiler.geometry import Geometry, geometry
@@ -174,12 +175,13 @@ def calibrate(hparams: HParams, backbone_params, doc_batches, *, spec: CompilerS
   """hparams with state statistics measured on documents (a no-op unless standardizing).
 
   doc_batches: iterable of (tokens, mask) pairs [b, T] as compile_lora takes them; their
-  memory states are gathered on the host, so calibrate on tens of documents, not thousands.
+  memory states are gathered on the host (from every process, when the batches span several),
+  so calibrate on tens of documents, not thousands.
   """
   if spec.state_norm != "standardize":
     return hparams
   encode = jax.jit(encode_memory, static_argnames="spec")
-  states = np.concatenate([np.asarray(encode(hparams, backbone_params, t, m, spec=spec))
+  states = np.concatenate([shd.to_host(encode(hparams, backbone_params, t, m, spec=spec))
                            for t, m in doc_batches])
   return {**hparams, "state_stats": state_statistics(jnp.asarray(states))}
 

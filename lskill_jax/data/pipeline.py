@@ -1,13 +1,19 @@
-"""Grain input pipelines for both stages: deterministic from a seed, sharded per JAX process,
-batched to fixed shapes, with an iterator state that checkpoints save and restore exactly."""
+"""Grain input pipelines for both stages: deterministic from a seed, batched to fixed shapes,
+with an iterator state that checkpoints save and restore exactly.
+
+Sharded per JAX process by rows of the global batch: given `rows` (the row indices its devices
+hold, `sharding.process_rows`), a process builds only those rows of every global batch of
+`batch_size` examples, selected after the shuffle and the per-example random map, so the
+processes together see exactly the batches (same examples, same row order) that one process
+reading everything would.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+from typing import Any, Sequence
 
 import grain
-import jax
 import numpy as np
 
 from lskill_jax.data import stage1, stage2
@@ -17,17 +23,27 @@ from lskill_jax.data import stage1, stage2
 class DataConfig:
   seq_len: int
   context_len: int
-  batch_size: int             # examples per process per optimizer step (all micro-batches)
+  batch_size: int             # examples per optimizer step, all processes and micro-batches
   seed: int = 0
   p_completion: float = 0.5
   min_cut: float = 0.1
   max_cut: float = 0.3
 
 
-def _shard(ds, shard_index: int | None, shard_count: int | None):
-  index = jax.process_index() if shard_index is None else shard_index
-  count = jax.process_count() if shard_count is None else shard_count
-  return ds[index::count] if count > 1 else ds
+def _batched_rows(ds, batch_size: int, rows: Sequence[int] | None):
+  """Batches [len(rows), ...] of the given rows of each global batch of `ds`'s elements.
+
+  Element (k · batch_size + rows[j]) becomes row j of local batch k; the others are never
+  built (Grain maps lazily by index), and each keeps the random stream of its global index.
+  """
+  rows = None if rows is None else tuple(rows)
+  if rows is None or rows == tuple(range(batch_size)):
+    return ds.batch(batch_size, drop_remainder=True)
+  if not rows or list(rows) != sorted(set(rows)) or not 0 <= rows[0] <= rows[-1] < batch_size:
+    raise ValueError(f"rows {rows} are not increasing row indices of a batch of {batch_size}.")
+  n = len(rows)
+  local = grain.MapDataset.range(len(ds) // batch_size * n)
+  return local.map(lambda j: ds[j // n * batch_size + rows[j % n]]).batch(n, drop_remainder=True)
 
 
 def stage1_groups(tokenizer, texts: list[str], seq_len: int) -> list[list[int]]:
@@ -38,25 +54,24 @@ def stage1_groups(tokenizer, texts: list[str], seq_len: int) -> list[list[int]]:
 
 
 def stage1_dataset(tokenizer, texts: list[str], cfg: DataConfig, *, epochs: int = 1000,
-                   shard_index: int | None = None, shard_count: int | None = None):
-  """Batches of packed Stage-1 examples: a grain.MapDataset of dicts of [batch, ...] arrays."""
+                   rows: Sequence[int] | None = None):
+  """Batches of packed Stage-1 examples: a grain.MapDataset of dicts of [batch, ...] arrays
+  (rows: this process's row indices of each batch, None = all)."""
   groups = stage1_groups(tokenizer, texts, cfg.seq_len)
   opts = stage1.Stage1Options(seq_len=cfg.seq_len, context_len=cfg.context_len,
                               p_completion=cfg.p_completion, min_cut=cfg.min_cut, max_cut=cfg.max_cut)
-  ds = _shard(grain.MapDataset.source(groups), shard_index, shard_count)
-  ds = ds.repeat(epochs).shuffle(seed=cfg.seed)
+  ds = grain.MapDataset.source(groups).repeat(epochs).shuffle(seed=cfg.seed)
   ds = ds.random_map(lambda group, rng: stage1.build_example(tokenizer, [texts[i] for i in group], rng, opts),
                      seed=cfg.seed + 1)
-  return ds.batch(cfg.batch_size, drop_remainder=True)
+  return _batched_rows(ds, cfg.batch_size, rows)
 
 
 def stage2_dataset(tokenizer, records: list[dict], cfg: DataConfig, *, epochs: int = 1000,
-                   shard_index: int | None = None, shard_count: int | None = None):
-  """Batches of Stage-2 examples (one record each)."""
-  ds = _shard(grain.MapDataset.source(records), shard_index, shard_count)
-  ds = ds.repeat(epochs).shuffle(seed=cfg.seed)
+                   rows: Sequence[int] | None = None):
+  """Batches of Stage-2 examples (one record each; rows as in `stage1_dataset`)."""
+  ds = grain.MapDataset.source(records).repeat(epochs).shuffle(seed=cfg.seed)
   ds = ds.map(lambda r: stage2.build_example(tokenizer, r, cfg.context_len, cfg.seq_len))
-  return ds.batch(cfg.batch_size, drop_remainder=True)
+  return _batched_rows(ds, cfg.batch_size, rows)
 
 
 class Batches:

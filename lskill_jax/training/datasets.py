@@ -9,6 +9,8 @@ Stage 2 reads a skill_ift json and holds out its last data.val_records records.
 
 from __future__ import annotations
 
+from typing import Sequence
+
 from absl import logging
 import numpy as np
 
@@ -63,17 +65,22 @@ def _stage2_split(config) -> tuple[list, list]:
   return recs[:len(recs) - n_val], recs[len(recs) - n_val:]
 
 
-def make_datasets(config, tokenizer):
-  """(training pipeline, validation batches) for config.stage."""
+def make_datasets(config, tokenizer, rows: Sequence[int] | None = None):
+  """(training pipeline, validation batches) for config.stage.
+
+  rows: the row indices of each global training batch this process reads
+  (`sharding.process_rows`); None = all. Every process holds all validation batches.
+  """
   dcfg = _data_config(config, config.train.batch_size)
   if config.stage == 1:
     train, val = load_stage1_texts(config.data)
     train = fitting(tokenizer, train, config.data.seq_len, "train")
     val = fitting(tokenizer, val, config.data.seq_len, "validation") if val else []
-    return (pipeline.stage1_dataset(tokenizer, train, dcfg),
+    return (pipeline.stage1_dataset(tokenizer, train, dcfg, rows=rows),
             _stage1_batches(config, tokenizer, val[:config.train.eval_docs]))
   train_recs, val_recs = _stage2_split(config)
-  return pipeline.stage2_dataset(tokenizer, train_recs, dcfg), _stage2_batches(config, tokenizer, val_recs)
+  return (pipeline.stage2_dataset(tokenizer, train_recs, dcfg, rows=rows),
+          _stage2_batches(config, tokenizer, val_recs))
 
 
 def eval_batches(config, tokenizer, splits=("val",), docs: int | None = None) -> dict[str, list[dict]]:

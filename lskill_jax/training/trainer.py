@@ -9,6 +9,10 @@ Resuming picks the latest complete step; an interrupted save leaves only a tempo
 that Orbax ignores, so the previous checkpoint stays the latest. A resume first compares the
 config with the workdir's config.json / compiler.json (`run_config.check_resume`) and writes
 nothing if it differs in a way not allowed; a non-finite state is never saved.
+
+Several processes (one per host, the mesh spanning them all): train.batch_size is the global
+batch, each process builds only the rows its devices hold, process 0 writes the workdir's own
+files, and every process writes its shards of each checkpoint (the workdir must be shared).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.experimental import multihost_utils
 import orbax.checkpoint as ocp
 from tqdm import tqdm
 
@@ -33,7 +38,6 @@ from lskill_jax.compiler import checkpoint as compiler_ckpt
 from lskill_jax.compiler.hypernet import calibrate
 from lskill_jax.compiler.skill_compiler import init_params, spec_from_config
 from lskill_jax.data import pipeline
-from lskill_jax.sharded_call import put
 from lskill_jax.training import optimizer as optim
 from lskill_jax.training import run_config
 from lskill_jax.training.datasets import make_datasets
@@ -81,16 +85,28 @@ def _init_from(path: str, spec, abstract_params, shardings):
   return compiler_ckpt.restore_params(params_dir, _abstract(abstract_params, shardings))
 
 
-def _calibrated(params, bb, spec, train_ds, docs: int, mesh, shardings):
+def _global_batch(raw: dict, keys, mesh, batch_size: int) -> dict:
+  """This process's rows of a batch -> global arrays [batch_size, ...] sharded over the mesh."""
+  if mesh is None:
+    return {k: jnp.asarray(raw[k]) for k in keys}
+  out = {}
+  for k in keys:
+    shape = (batch_size, *raw[k].shape[1:])
+    out[k] = jax.make_array_from_process_local_data(
+        shd.named_sharding(mesh, ("batch", None), shape), raw[k], shape)
+  return out
+
+
+def _calibrated(params, bb, spec, train_ds, docs: int, mesh, shardings, batch_size: int):
   """Fresh params with the memory-state statistics measured on the first training evidence.
 
   Reads a separate iterator over the training data, so the run's own data order is untouched.
   """
   it, batches, seen = pipeline.Batches(train_ds), [], 0
   while seen < max(docs, 2):
-    raw = next(it)
-    batches.append((put(raw["doc_tokens"], mesh, ("batch", None)), put(raw["doc_mask"], mesh, ("batch", None))))
-    seen += raw["doc_tokens"].shape[0]
+    g = _global_batch(next(it), ("doc_tokens", "doc_mask"), mesh, batch_size)
+    batches.append((g["doc_tokens"], g["doc_mask"]))
+    seen += batch_size
   logging.info("calibrating memory-state statistics on %d training examples", seen)
   if mesh is None:
     return calibrate(params, bb.params, batches, spec=spec)
@@ -138,7 +154,7 @@ class MetricsWriter:
 
 
 def _host(x):
-  x = np.asarray(jax.device_get(x))
+  x = shd.to_host(x)
   return x.item() if x.size == 1 else x.tolist()
 
 
@@ -150,6 +166,14 @@ def train(config, workdir: str, mesh=None, max_steps: int | None = None,
   the config fields a resume may change (see `run_config.check_resume`).
   """
   run_config.check_values(config)
+  if "://" in workdir:
+    raise ValueError(
+        f"workdir {workdir!r}: the trainer writes its workdir with ordinary file I/O; mount the "
+        "bucket on every host (Cloud Storage FUSE) and pass the mounted path instead.")
+  if mesh is None and jax.process_count() > 1:
+    raise ValueError(f"training in {jax.process_count()} processes needs a mesh over all their "
+                     "devices: pass --mesh (or set config.mesh), e.g. data=-1.")
+  primary = jax.process_index() == 0  # one process writes the run's own files; Orbax syncs its own
   os.makedirs(workdir, exist_ok=True)
   t = config.train
   bb = backbone_from_config(config, mesh=mesh, seed=config.get("backbone_seed", 0))
@@ -160,7 +184,9 @@ def train(config, workdir: str, mesh=None, max_steps: int | None = None,
   resuming = os.path.isdir(ckpts) and compiler_ckpt.latest_step(ckpts) is not None
   changes = run_config.check_resume(workdir, config, spec, base_fingerprint(bb.config),
                                     allow_changes) if resuming else {}
-  if not resuming:
+  if jax.process_count() > 1:  # every process has read the old config before one rewrites it
+    multihost_utils.sync_global_devices("lskill_jax.train: config checked")
+  if not resuming and primary:
     compiler_ckpt.write_spec(workdir, spec, base_fingerprint(bb.config), bb.source)
     run_config.write(workdir, config)
   opt, sched = optim.make(t.lr, t.warmup_steps, t.steps, t.weight_decay, t.clip_norm,
@@ -170,7 +196,10 @@ def train(config, workdir: str, mesh=None, max_steps: int | None = None,
                         contrastive_weight=t.get("contrastive_weight", 0.0),
                         contrastive_temperature=t.get("contrastive_temperature", 0.1))
 
-  train_ds, val_batches = make_datasets(config, bb.tokenizer)
+  # Each process builds only the rows of every global batch that its devices hold.
+  rows = None if mesh is None else shd.process_rows(
+      shd.named_sharding(mesh, ("batch", None), (t.batch_size, 1)), (t.batch_size, 1))
+  train_ds, val_batches = make_datasets(config, bb.tokenizer, rows=rows)
   batches = pipeline.Batches(train_ds)
 
   params = init_params(spec, t.seed, mesh)
@@ -185,7 +214,7 @@ def train(config, workdir: str, mesh=None, max_steps: int | None = None,
         data=ocp.args.JsonRestore()))
     state = TrainState(jnp.int32(restored.data["step"]), restored.params, restored.opt_state)
     batches.set_state(restored.data["iterator"])
-    if resuming:  # only now that the checkpoint fits the new config
+    if resuming and primary:  # only now that the checkpoint fits the new config
       compiler_ckpt.write_spec(workdir, spec, base_fingerprint(bb.config), bb.source)
       run_config.record(workdir, config, changes, latest)
     logging.info("resumed from %s at step %d%s", workdir, latest,
@@ -197,7 +226,7 @@ def train(config, workdir: str, mesh=None, max_steps: int | None = None,
     logging.info("initialised compiler params from %s", config.init_from)
   elif spec.state_norm == "standardize":
     state = _init_state(_calibrated(state.params, bb, spec, train_ds, t.get("calibration_docs", 64),
-                                    mesh, shardings and shardings.params), opt)
+                                    mesh, shardings and shardings.params, t.batch_size), opt)
 
   step_fn = jax.jit(lambda s, b, bp: train_step(s, b, bp, spec=spec, cfg=step_cfg, optimizer=opt,
                                                 schedule=sched),
@@ -221,7 +250,7 @@ def train(config, workdir: str, mesh=None, max_steps: int | None = None,
       writer.write(0, "val", validate(state.params, bb, spec, step_cfg, val_batches, mesh))
     for step in range(start, end):
       raw = next(batches)
-      batch = {k: put(raw[k], mesh, ("batch", None)) for k in BATCH_KEYS}
+      batch = _global_batch(raw, BATCH_KEYS, mesh, t.batch_size)
       if mesh is not None:
         with jax.set_mesh(mesh):
           state, metrics = step_fn(state, batch, bb.params)
@@ -237,7 +266,9 @@ def train(config, workdir: str, mesh=None, max_steps: int | None = None,
               "checkpoint is intact.")
       else:
         bad_streak = 0
-      tokens_since += float(raw["segment_ids"].sum())
+      # raw holds this process's rows only; several processes count the global batch.
+      tokens_since += float(raw["segment_ids"].sum() if jax.process_count() == 1
+                            else jnp.sum(batch["segment_ids"]))
       done = step + 1
       bar.update(1)
       if done % t.log_every == 0 or done == end:
