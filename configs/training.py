@@ -12,6 +12,7 @@ def data_defaults(stage: int) -> ml_collections.ConfigDict:
       val_records=200,                # stage 2: last N records held out for validation
       on_error="raise",               # or "skip": malformed lines are skipped and counted
       seq_len=4096,                   # backbone tokens per example
+      overlong="skip",                # stage 1: documents over seq_len are skipped, or "split" at paragraphs
       context_len=4087,               # compiler tokens per example
       p_completion=0.5, min_cut=0.1, max_cut=0.3,
       seed=0,

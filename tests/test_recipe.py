@@ -182,3 +182,33 @@ def test_contrastive_term_needs_two_examples_per_micro_batch():
     run_config.check_values(c)
   c.train.accum = 2
   run_config.check_values(c)
+
+
+def test_split_to_fit_cuts_at_paragraphs_lines_then_words_and_keeps_the_order():
+  from lskill_jax.data.stage1 import split_to_fit
+  count = lambda s: len(s.split())  # one token per word keeps the arithmetic visible
+  paras = [" ".join(f"p{i}w{j}" for j in range(n)) for i, n in enumerate([10, 10, 35, 5, 12])]
+  pieces = split_to_fit("\n\n".join(paras), count, budget=24, min_tokens=3)
+  assert all(3 <= count(p) <= 24 for p in pieces)
+  words = [w for p in pieces for w in p.split()]
+  assert words == " ".join(paras).split()  # nothing lost or reordered
+  assert pieces[0] == paras[0] + "\n\n" + paras[1]  # short paragraphs join
+  assert split_to_fit("short text", count, budget=24, min_tokens=3) == []  # under min_tokens
+  lines = "\n".join(" ".join(["w"] * 8) for _ in range(6))  # one paragraph of 48 words
+  assert [count(p) for p in split_to_fit(lines, count, budget=20, min_tokens=1)] == [16, 16, 16]
+
+
+def test_overlong_split_keeps_long_documents_as_pieces(tmp_path):
+  from lskill_jax.training import datasets, run_config
+  c = stage1_tiny.get_config()
+  bb = lsj.backbone_from_config(c)
+  long = "\n\n".join(" ".join(f"word{i}x{j}" for j in range(40)) for i in range(30))
+  texts = ["a short document about opening the fridge first " * 3, long]
+  assert datasets.fitting(bb.tokenizer, texts, 256, "train") == texts[:1]
+  pieces = datasets.fitting(bb.tokenizer, texts, 256, "train", overlong="split")
+  assert pieces[0] == texts[0] and len(pieces) > 3
+  n = [len(bb.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in pieces]
+  assert max(n) <= 256 - 43
+  c.data.overlong = "chop"
+  with pytest.raises(run_config.ConfigError, match="data.overlong='chop'"):
+    run_config.check_values(c)

@@ -100,6 +100,36 @@ def build_example(tokenizer, docs: list[str], rng: np.random.Generator, opts: St
   return pack_arrays(ev_ids, ids, weights, opts.context_len, opts.seq_len, n_docs=len(docs))
 
 
+def split_to_fit(text: str, n_tokens, budget: int, min_tokens: int = 32) -> list[str]:
+  """Consecutive pieces of `text`, each at most `budget` tokens, cut at paragraphs.
+
+  n_tokens(str) -> int counts tokens. Paragraphs (blank-line separated) are joined greedily;
+  a paragraph over the budget is cut at lines, then at words. Counts of joined pieces are
+  estimated as the sum of their parts plus one per line break and checked once at the end (a
+  piece found over the budget is dropped). Pieces under `min_tokens` are dropped too: a
+  heading or fragment alone carries too little to reconstruct.
+  """
+  def units(block: str, seps: tuple[str, ...]) -> list[tuple[str, int]]:
+    n = n_tokens(block)
+    if n <= budget or not seps:
+      return [(block, n)]
+    sep, rest = seps[0], seps[1:]
+    parts = [p for p in block.split(sep) if p.strip()]
+    if len(parts) <= 1:
+      return units(block, rest)
+    cost = 0 if sep == " " else 1  # a space joins the next word's token; a newline is its own
+    out: list[tuple[str, int]] = []
+    for piece, count in (u for p in parts for u in units(p, rest)):
+      if out and out[-1][1] + cost + count <= budget:
+        out[-1] = (out[-1][0] + sep + piece, out[-1][1] + cost + count)
+      else:
+        out.append((piece, count))
+    return out
+
+  pieces = [p.strip() for p, _ in units(text.strip(), ("\n\n", "\n", " "))]
+  return [p for p in pieces if min_tokens <= n_tokens(p) <= budget]
+
+
 def pack_arrays(ev_ids, ids, weights, context_len: int, seq_len: int, **extra) -> dict[str, np.ndarray]:
   """Fixed-shape arrays: evidence left-padded/truncated, conversation right-padded/truncated."""
   ev_ids = ev_ids[-context_len:] if len(ev_ids) > context_len else ev_ids

@@ -19,6 +19,7 @@ from lskill_jax.data.corpus import build_corpus
 from lskill_jax.training.step import BATCH_KEYS
 
 SPLITS = ("train", "val")
+OVERLONG = ("skip", "split")
 
 
 def load_stage1_texts(data_cfg) -> tuple[list[str], list[str]]:
@@ -38,16 +39,31 @@ def load_stage1_texts(data_cfg) -> tuple[list[str], list[str]]:
   return train, val
 
 
-def fitting(tokenizer, texts: list[str], seq_len: int, where: str) -> list[str]:
-  """Drops documents over the length budget (counted); refuses a corpus where all are."""
+def fitting(tokenizer, texts: list[str], seq_len: int, where: str, overlong: str = "skip") -> list[str]:
+  """The documents that fit the length budget; refuses a corpus where none does.
+
+  overlong: "skip" drops longer documents (counted); "split" cuts each at paragraphs into
+  consecutive pieces that fit (`stage1.split_to_fit`), so long manuals still teach.
+  """
+  if overlong not in OVERLONG:
+    raise records.DataError(f"data.overlong={overlong!r}: must be one of {OVERLONG}.")
+  budget = seq_len - stage1.CHAT_OVERHEAD - 32
   lengths = [len(x) for x in tokenizer(texts, add_special_tokens=False)["input_ids"]]
-  kept = [t for t, n in zip(texts, lengths) if n + stage1.CHAT_OVERHEAD + 32 <= seq_len]
-  if len(kept) < len(texts):
+  kept = [t for t, n in zip(texts, lengths) if n <= budget]
+  if overlong == "split" and len(kept) < len(texts):
+    count = lambda x: len(tokenizer(x, add_special_tokens=False)["input_ids"])
+    long = [t for t, n in zip(texts, lengths) if n > budget]
+    pieces = [p for t in long for p in stage1.split_to_fit(t, count, budget)]
+    logging.info("%s: %d documents over the %d-token budget split into %d pieces.",
+                 where, len(long), seq_len, len(pieces))
+    kept += pieces
+  elif len(kept) < len(texts):
     logging.warning("%s: %d of %d documents are over the %d-token budget and skipped.",
                     where, len(texts) - len(kept), len(texts), seq_len)
   if not kept:
     raise records.DataError(f"{where}: every document is over the {seq_len}-token budget "
-                            f"(shortest: {min(lengths)} tokens); raise data.seq_len or split them.")
+                            f"(shortest: {min(lengths)} tokens); raise data.seq_len or set "
+                            "data.overlong=split.")
   return kept
 
 
@@ -74,8 +90,9 @@ def make_datasets(config, tokenizer, rows: Sequence[int] | None = None):
   dcfg = _data_config(config, config.train.batch_size)
   if config.stage == 1:
     train, val = load_stage1_texts(config.data)
-    train = fitting(tokenizer, train, config.data.seq_len, "train")
-    val = fitting(tokenizer, val, config.data.seq_len, "validation") if val else []
+    overlong = config.data.get("overlong", "skip")
+    train = fitting(tokenizer, train, config.data.seq_len, "train", overlong)
+    val = fitting(tokenizer, val, config.data.seq_len, "validation", overlong) if val else []
     return (pipeline.stage1_dataset(tokenizer, train, dcfg, rows=rows),
             _stage1_batches(config, tokenizer, val[:config.train.eval_docs]))
   train_recs, val_recs = _stage2_split(config)
@@ -98,7 +115,8 @@ def eval_batches(config, tokenizer, splits=("val",), docs: int | None = None) ->
   if config.stage == 1:
     texts = dict(zip(SPLITS, load_stage1_texts(config.data)))
     return {x: _stage1_batches(config, tokenizer, (
-        fitting(tokenizer, texts[x], config.data.seq_len, x) if texts[x] else [])[:docs])
+        fitting(tokenizer, texts[x], config.data.seq_len, x, config.data.get("overlong", "skip"))
+        if texts[x] else [])[:docs])
             for x in splits}
   recs = dict(zip(SPLITS, _stage2_split(config)))
   return {x: _stage2_batches(config, tokenizer, recs[x] if x == "val" else recs[x][:docs])

@@ -116,6 +116,10 @@ def check_values(config) -> None:
     raise ConfigError(f"train.batch_size={t.batch_size} must be a multiple of train.accum={t.accum}.")
   if not (isinstance(t.lr, (int, float)) and math.isfinite(t.lr) and t.lr >= 0):
     raise ConfigError(f"train.lr={t.lr!r} must be a finite number >= 0.")
+  overlong = config.get("data", {}).get("overlong", "skip")
+  if overlong not in ("skip", "split"):
+    raise ConfigError(f"data.overlong={overlong!r} must be 'skip' (drop documents over "
+                      "data.seq_len) or 'split' (cut them at paragraphs into pieces that fit).")
   if t.get("contrastive_weight", 0.0) and t.batch_size // t.accum < 2:
     raise ConfigError(f"train.contrastive_weight needs micro-batches of at least 2 examples (another "
                       f"document's adapter comes from the same micro-batch); batch_size={t.batch_size} "
