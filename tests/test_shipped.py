@@ -55,6 +55,19 @@ def test_bfloat16_file_is_half_the_size_and_rounds_each_leaf(comp, tmp_path):
     np.testing.assert_array_equal(np.asarray(y), rounded)
 
 
+def test_standardisation_statistics_stay_float32_in_a_bfloat16_file(tmp_path):
+  c = tiny.get_config()
+  c.compiler.state_norm = "standardize"
+  comp = lsj.SkillCompiler.create(lsj.backbone_from_config(c), c, seed=0)
+  stats = jax.tree.map(lambda x: x + 100.0 + 0.01 * jax.random.normal(jax.random.key(2), x.shape),
+                       comp.params["state_stats"])
+  comp = lsj.SkillCompiler(comp.backbone, comp.spec, {**comp.params, "state_stats": stats})
+  shipped.export(comp, str(tmp_path / "c"))
+  back = lsj.SkillCompiler.load(str(tmp_path / "c"), comp.backbone)
+  for x, y in zip(jax.tree.leaves(stats), jax.tree.leaves(back.params["state_stats"])):
+    np.testing.assert_array_equal(np.asarray(y), np.asarray(x))
+
+
 def test_a_file_for_another_configuration_is_refused_by_name(comp, tmp_path):
   d = str(tmp_path / "c")
   shipped.export(comp, d)

@@ -80,11 +80,66 @@ def test_greedy_answer_names_paris(smollm):
   assert "Paris" in answer
 
 
-def test_launch_generate_prints_answer():
-  out = subprocess.run(
-      [sys.executable, "-m", "launch.generate", "--model=smollm2-135m", "--max_new_tokens=16",
-       "--prompt=What is the capital of France?"],
-      capture_output=True, text=True, timeout=300,
-      cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _launch(*args):
+  out = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, timeout=600,
+                       cwd=ROOT)
   assert out.returncode == 0, out.stderr[-2000:]
-  assert "Paris" in out.stdout
+  return out.stdout
+
+
+def test_launch_generate_answers_with_and_without_a_compiled_skill():
+  stdout = _launch("launch.generate", "--model=smollm2-135m", "--max_new_tokens=16",
+                   "--skill=skills/alfworld/heat/task.md", "--prompt=What is the capital of France?")
+  without, with_skill = stdout.split("--- with skills/alfworld/heat/task.md (alpha 1)")
+  assert "--- without the skill" in without and "Paris" in without
+  assert with_skill.strip()
+
+
+def _held_out_starter_documents(tok, n: int, budget: int = 240) -> list[str]:
+  """The first `n` held-out starter documents, each cut at a paragraph to fit `budget` tokens."""
+  from lskill_jax.data.corpus import build_corpus
+  _, val, _ = build_corpus([os.path.join(ROOT, "data", "starter_corpus")])
+  docs = []
+  for text in val[:n]:
+    kept = []
+    for para in text.split("\n\n"):
+      if len(tok("\n\n".join(kept + [para]))["input_ids"]) > budget:
+        break
+      kept.append(para)
+    docs.append("\n\n".join(kept))
+  return docs
+
+
+@pytest.fixture(scope="module")
+def shipped_losses(smollm):
+  """loss_matrix of the shipped compiler on six held-out starter skills (reconstruction)."""
+  from lskill_jax.training.validation import loss_matrix
+  comp = lsj.SkillCompiler.pretrained(smollm)
+  return loss_matrix(comp, _held_out_starter_documents(smollm.tokenizer, 6))
+
+
+def test_shipped_compiler_adapters_help_and_differ_on_held_out_skills(shipped_losses):
+  m = shipped_losses
+  assert m[:-1].mean() < m[-1].mean() - 0.05, m   # own adapters beat none on average
+  assert np.abs(m[0] - m[1]).max() > 5e-3, m      # two skills' adapters act differently
+
+
+@pytest.mark.xfail(strict=True, reason="the shipped step-100 compiler carries its document on "
+                   "held-out corpus text (+0.005 nats/token, CI excludes 0) but not yet on "
+                   "skill-style documents; see docs/cpu_recipe.md")
+def test_shipped_compiler_makes_each_adapter_carry_its_own_held_out_skill(shipped_losses):
+  """Each held-out skill's own adapter beats the average of the other skills' adapters."""
+  m = shipped_losses[:-1]
+  other = (m.sum(0) - np.diag(m)) / (len(m) - 1)
+  assert (np.diag(m) < other).all(), m
+
+
+def test_launch_compile_uses_the_shipped_compiler(tmp_path):
+  stdout = _launch("launch.compile", "--model=smollm2-135m", "--skill=skills/alfworld/heat/task.md",
+                   f"--out={tmp_path}")
+  assert "compiled 1 of 1 skills" in stdout
+  adapter = lsj.Adapter.load(str(tmp_path / "task"))
+  assert adapter.targets == ("o", "down")

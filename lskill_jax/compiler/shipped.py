@@ -31,6 +31,10 @@ SHIPPED_DIR = os.path.join(os.path.dirname(__file__), "shipped")
 PARAMS_FILE = ckpt.PARAMS_FILE
 CARD_FILE = "card.md"
 _STORAGE = {"bfloat16": ml_dtypes.bfloat16, "float32": np.float32}
+# Kept in float32 whatever the storage dtype: the standardisation statistics are subtracted
+# from memory states of magnitude ~100 whose document-dependent part is a few units, which
+# bfloat16's three significant digits would swamp.
+FULL_PRECISION = ("state_stats/",)
 
 
 class NoShippedCompilerError(ckpt.CheckpointError):
@@ -70,12 +74,12 @@ def export(compiler, out_dir: str, *, dtype: str = "bfloat16", card: str | None 
   """Writes `compiler` as a single-file compiler directory (atomically); returns its path.
 
   dtype: storage precision of the params ("bfloat16" halves the size; loading casts back to
-  the spec's float32). `card`: Markdown saved beside it (provenance and measured figures).
+  the spec's float32); FULL_PRECISION leaves stay float32. `card`: Markdown saved beside it (provenance and measured figures).
   """
   if dtype not in _STORAGE:
     raise ValueError(f"dtype must be one of {sorted(_STORAGE)}, got {dtype!r}.")
-  flat = {k: v.astype(_STORAGE[dtype]) if np.issubdtype(v.dtype, np.floating) else v
-          for k, v in flatten(compiler.params).items()}
+  flat = {k: v.astype(_STORAGE[dtype]) if np.issubdtype(v.dtype, np.floating)
+          and not k.startswith(FULL_PRECISION) else v for k, v in flatten(compiler.params).items()}
   with atomic_dir(out_dir) as tmp:
     ckpt.write_spec(tmp, compiler.spec, _fingerprint(compiler.backbone), compiler.backbone.source)
     save_file(flat, os.path.join(tmp, PARAMS_FILE), metadata={"format": ckpt.FORMAT,
