@@ -175,6 +175,8 @@ def test_two_processes_compile_a_batch_of_skills_like_one(runs, tmp_path):
   for i in range(PROCESSES):
     for name, want in zip(SKILLS, expected):
       got = lsj.Adapter.load(str(tmp_path / f"out{i}" / name[:-3]), backbone=backbone)
+      # The reference compiles on one device: XLA sums in another order than on the 4-device
+      # mesh, which moves entries near zero by ~1e-6 in fp32.
       for t in want.a:
-        np.testing.assert_allclose(np.asarray(got.a[t]), np.asarray(want.a[t]), rtol=1e-5, atol=1e-7)
-        np.testing.assert_allclose(np.asarray(got.b[t]), np.asarray(want.b[t]), rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(np.asarray(got.a[t]), np.asarray(want.a[t]), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(np.asarray(got.b[t]), np.asarray(want.b[t]), rtol=1e-5, atol=1e-5)
