@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 
 from absl import flags
 import jax
@@ -75,9 +74,10 @@ def main(argv):
   bb = lsj.backbone_from_config(config, mesh=mesh, seed=config.get("backbone_seed", 0))
   full = lsj.SkillCompiler.load(ckpt, bb)
   docs = fitting(bb.tokenizer, load_stage1_texts(config.data)[1], config.data.seq_len, "val")[:4]
-  tmp = FLAGS.out + ".probe"
-  shipped.export(full, tmp, dtype=FLAGS.dtype)
-  err = storage_error(full, lsj.SkillCompiler.load(tmp, bb), docs)
+  abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), full.params)
+  rounded = shipped.unflatten(shipped.stored(shipped.flatten(full.params), FLAGS.dtype), abstract,
+                              "the stored copy")
+  err = storage_error(full, lsj.SkillCompiler(bb, full.spec, jax.device_put(rounded)), docs)
   n_params = sum(int(x.size) for x in jax.tree.leaves(full.params))
   card = "\n".join([
       f"# Shipped compiler for {config.model}",
@@ -98,15 +98,7 @@ def main(argv):
       f"Storage: the {FLAGS.dtype} copy's adapter factors differ from the float32 checkpoint's by at "
       f"most {err:.2e} (relative Frobenius norm, {len(docs)} held-out documents, every target).",
       ""])
-  with open(os.path.join(tmp, shipped.CARD_FILE), "w") as f:
-    f.write(card)
-  if os.path.exists(FLAGS.out):
-    old = FLAGS.out + ".old"
-    os.replace(FLAGS.out, old)
-    os.replace(tmp, FLAGS.out)
-    shutil.rmtree(old)
-  else:
-    os.replace(tmp, FLAGS.out)
+  shipped.export(full, FLAGS.out, dtype=FLAGS.dtype, card=card)
   size = os.path.getsize(os.path.join(FLAGS.out, shipped.PARAMS_FILE))
   print(card)
   print(f"wrote {FLAGS.out} ({size / 2**20:.1f} MiB)")

@@ -41,13 +41,22 @@ class NoShippedCompilerError(ckpt.CheckpointError):
   """No compiler trained for this backbone ships with the package."""
 
 
+def _key(path) -> str:
+  return "/".join(str(getattr(p, "key", getattr(p, "idx", p))) for p in path)
+
+
 def flatten(params) -> dict[str, np.ndarray]:
   """{'generator/layers/0/wq': array, ...}: one entry per leaf, keyed by its dict path."""
-  out = {}
-  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
-    key = "/".join(str(getattr(p, "key", getattr(p, "idx", p))) for p in path)
-    out[key] = np.asarray(jax.device_get(leaf))
-  return out
+  return {_key(path): np.asarray(jax.device_get(leaf))
+          for path, leaf in jax.tree_util.tree_leaves_with_path(params)}
+
+
+def stored(flat: dict[str, np.ndarray], dtype: str) -> dict[str, np.ndarray]:
+  """`flat` as it is stored at `dtype` (FULL_PRECISION leaves and integers untouched)."""
+  if dtype not in _STORAGE:
+    raise ValueError(f"dtype must be one of {sorted(_STORAGE)}, got {dtype!r}.")
+  return {k: v.astype(_STORAGE[dtype]) if np.issubdtype(v.dtype, np.floating)
+          and not k.startswith(FULL_PRECISION) else v for k, v in flat.items()}
 
 
 def unflatten(flat: dict[str, np.ndarray], abstract, where: str):
@@ -58,10 +67,9 @@ def unflatten(flat: dict[str, np.ndarray], abstract, where: str):
     raise ckpt.CheckpointError(
         f"{where}: tensors do not match the compiler spec (missing {missing[:5]}, unexpected "
         f"{extra[:5]}); the file was written for another compiler configuration.")
-  leaves_with_path = jax.tree_util.tree_leaves_with_path(abstract)
   values = []
-  for path, s in leaves_with_path:
-    key = "/".join(str(getattr(p, "key", getattr(p, "idx", p))) for p in path)
+  for path, s in jax.tree_util.tree_leaves_with_path(abstract):
+    key = _key(path)
     v = flat[key]
     if tuple(v.shape) != tuple(s.shape):
       raise ckpt.CheckpointError(f"{where}: tensor {key!r} has shape {tuple(v.shape)}, the spec "
@@ -76,12 +84,9 @@ def export(compiler, out_dir: str, *, dtype: str = "bfloat16", card: str | None 
   dtype: storage precision of the params ("bfloat16" halves the size; loading casts back to
   the spec's float32); FULL_PRECISION leaves stay float32. `card`: Markdown saved beside it (provenance and measured figures).
   """
-  if dtype not in _STORAGE:
-    raise ValueError(f"dtype must be one of {sorted(_STORAGE)}, got {dtype!r}.")
-  flat = {k: v.astype(_STORAGE[dtype]) if np.issubdtype(v.dtype, np.floating)
-          and not k.startswith(FULL_PRECISION) else v for k, v in flatten(compiler.params).items()}
+  flat = stored(flatten(compiler.params), dtype)
   with atomic_dir(out_dir) as tmp:
-    ckpt.write_spec(tmp, compiler.spec, _fingerprint(compiler.backbone), compiler.backbone.source)
+    ckpt.write_spec(tmp, compiler.spec, base_fingerprint(compiler.backbone.config), compiler.backbone.source)
     save_file(flat, os.path.join(tmp, PARAMS_FILE), metadata={"format": ckpt.FORMAT,
                                                                "storage_dtype": dtype})
     if card is not None:
@@ -111,7 +116,7 @@ def available() -> dict[str, str]:
 
 def find_for(backbone) -> str:
   """Directory of the shipped compiler trained for `backbone`'s weights, or a clear error."""
-  fp = _fingerprint(backbone)
+  fp = base_fingerprint(backbone.config)
   shipped = available()
   if fp not in shipped:
     names = ", ".join(os.path.basename(p) for p in shipped.values()) or "none"
@@ -121,14 +126,3 @@ def find_for(backbone) -> str:
         "--workdir=DIR) and pass its directory (--compiler=DIR or SkillCompiler.load(DIR, bb)), "
         "or pass a configs/<name>.py file for an untrained compiler.")
   return shipped[fp]
-
-
-def card(backbone) -> str:
-  """The card (Markdown) of the compiler shipped for `backbone`."""
-  path = os.path.join(find_for(backbone), CARD_FILE)
-  with open(path) as f:
-    return f.read()
-
-
-def _fingerprint(backbone) -> str:
-  return base_fingerprint(backbone.config)

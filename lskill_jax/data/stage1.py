@@ -100,6 +100,9 @@ def build_example(tokenizer, docs: list[str], rng: np.random.Generator, opts: St
   return pack_arrays(ev_ids, ids, weights, opts.context_len, opts.seq_len, n_docs=len(docs))
 
 
+OVERLONG = ("skip", "split")  # data.overlong: drop documents over the budget, or split them
+
+
 def split_to_fit(text: str, n_tokens, budget: int, min_tokens: int = 32) -> list[str]:
   """Consecutive pieces of `text`, each at most `budget` tokens, cut at paragraphs.
 

@@ -19,7 +19,6 @@ from lskill_jax.data.corpus import build_corpus
 from lskill_jax.training.step import BATCH_KEYS
 
 SPLITS = ("train", "val")
-OVERLONG = ("skip", "split")
 
 
 def load_stage1_texts(data_cfg) -> tuple[list[str], list[str]]:
@@ -45,8 +44,8 @@ def fitting(tokenizer, texts: list[str], seq_len: int, where: str, overlong: str
   overlong: "skip" drops longer documents (counted); "split" cuts each at paragraphs into
   consecutive pieces that fit (`stage1.split_to_fit`), so long manuals still teach.
   """
-  if overlong not in OVERLONG:
-    raise records.DataError(f"data.overlong={overlong!r}: must be one of {OVERLONG}.")
+  if overlong not in stage1.OVERLONG:
+    raise records.DataError(f"data.overlong={overlong!r}: must be one of {stage1.OVERLONG}.")
   budget = seq_len - stage1.CHAT_OVERHEAD - 32
   lengths = [len(x) for x in tokenizer(texts, add_special_tokens=False)["input_ids"]]
   kept = [t for t, n in zip(texts, lengths) if n <= budget]

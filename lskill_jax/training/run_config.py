@@ -24,6 +24,7 @@ import ml_collections
 
 from lskill_jax.compiler import checkpoint as compiler_ckpt
 from lskill_jax.compiler import hypernet
+from lskill_jax.data import stage1
 
 CONFIG_FILE, CHANGES_FILE = "config.json", "config_changes.jsonl"
 
@@ -117,7 +118,7 @@ def check_values(config) -> None:
   if not (isinstance(t.lr, (int, float)) and math.isfinite(t.lr) and t.lr >= 0):
     raise ConfigError(f"train.lr={t.lr!r} must be a finite number >= 0.")
   overlong = config.get("data", {}).get("overlong", "skip")
-  if overlong not in ("skip", "split"):
+  if overlong not in stage1.OVERLONG:
     raise ConfigError(f"data.overlong={overlong!r} must be 'skip' (drop documents over "
                       "data.seq_len) or 'split' (cut them at paragraphs into pieces that fit).")
   if t.get("contrastive_weight", 0.0) and t.batch_size // t.accum < 2:
