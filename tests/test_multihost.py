@@ -15,6 +15,7 @@ import subprocess
 import sys
 
 import jax
+import ml_collections
 import numpy as np
 import pytest
 
@@ -22,6 +23,7 @@ import lskill_jax as lsj
 from configs import stage1_tiny, tiny
 from lskill_jax.data import pipeline
 from lskill_jax.training.trainer import train
+from lskill_jax.training.validation import evaluate_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROCESSES, DEVICES_EACH = 2, 2
@@ -180,3 +182,34 @@ def test_two_processes_compile_a_batch_of_skills_like_one(runs, tmp_path):
       for t in want.a:
         np.testing.assert_allclose(np.asarray(got.a[t]), np.asarray(want.a[t]), rtol=1e-5, atol=1e-5)
         np.testing.assert_allclose(np.asarray(got.b[t]), np.asarray(want.b[t]), rtol=1e-5, atol=1e-5)
+
+
+def test_two_processes_validate_and_compile_with_params_split_over_hosts(runs, tmp_path):
+  # fsdp over all 4 devices splits the compiler's params and every batch's rows between the
+  # two processes: validation gathers the per-document losses, the compiler's content hash
+  # (the compiler id in an adapter's metadata) gathers the params.
+  two, cache = runs[2], runs[4]
+  _on_all_hosts("launch.validate", f"--workdir={two}", "--split=train", "--docs=4",
+                "--mesh=fsdp=4", cache=cache,
+                per_process=lambda i: (f"--out={tmp_path / f'val{i}.json'}",))
+  with open(os.path.join(two, "config.json")) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  mesh = lsj.make_mesh(data=1, fsdp=4, devices=jax.devices()[:PROCESSES * DEVICES_EACH])
+  want = evaluate_checkpoint(config, two, splits=("train",), docs=4, mesh=mesh)["train"]
+  for i in range(PROCESSES):
+    with open(tmp_path / f"val{i}.json") as f:
+      got = json.load(f)["train"]
+    assert got.keys() == want.keys()
+    np.testing.assert_allclose([got[k] for k in want], [want[k] for k in want], rtol=1e-5,
+                               atol=1e-5)
+  skills = tmp_path / "skills"
+  skills.mkdir()
+  (skills / "heat.md").write_text(SKILLS["heat.md"])
+  _on_all_hosts("launch.compile", f"--compiler={two}", "--config=configs/tiny.py",
+                f"--skill={skills}", "--mesh=fsdp=4", cache=cache,
+                per_process=lambda i: (f"--out={tmp_path / f'out{i}'}",))
+  backbone = lsj.backbone_from_config(tiny.get_config())
+  comp_id = lsj.SkillCompiler.load(two, backbone).checkpoint_id
+  for i in range(PROCESSES):
+    got = lsj.Adapter.load(str(tmp_path / f"out{i}" / "heat"), backbone=backbone)
+    assert got.metadata["compiler_id"] == comp_id

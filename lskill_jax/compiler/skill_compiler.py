@@ -117,17 +117,20 @@ class SkillCompiler:
   def export_latentskill(self, out_dir: str, global_step: int = 0) -> str:
     """Writes the compiler in the LatentSkill authors' checkpoint layout + their config YAML
     (refuses options their code cannot run, e.g. state_norm or another generator width)."""
-    params = jax.device_get(self.params)
+    params = jax.tree.map(shd.to_host, self.params)
     return latentskill_io.write_checkpoint(self.spec, params, out_dir, model_path=self.backbone.source,
                                            global_step=global_step)
 
   @property
   def checkpoint_id(self) -> str:
-    """Content hash of the spec and params: identifies the compiler in adapter caches."""
+    """Content hash of the spec and params: identifies the compiler in adapter caches.
+
+    Params split across processes are gathered, so in a multi-process job every process
+    must ask for it (compiling does, the first time)."""
     if self._checkpoint_id is None:
       h = hashlib.sha256(repr(ckpt.spec_to_json(self.spec)).encode())
       for leaf in jax.tree.leaves(self.params):
-        h.update(np.asarray(jax.device_get(leaf)).tobytes())
+        h.update(shd.to_host(leaf).tobytes())
       self._checkpoint_id = h.hexdigest()[:16]
     return self._checkpoint_id
 

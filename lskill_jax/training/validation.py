@@ -20,6 +20,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
+from lskill_jax import sharding as shd
 from lskill_jax.backbone.loading import backbone_from_config
 from lskill_jax.compiler.skill_compiler import SkillCompiler, spec_from_config
 from lskill_jax.data import stage1
@@ -69,7 +70,8 @@ def validate(params, bb, spec, step_cfg, batches, mesh) -> dict[str, float]:
           out = _eval_jit(params, bb.params, arrays, spec=spec, cfg=step_cfg)
       else:
         out = _eval_jit(params, bb.params, arrays, spec=spec, cfg=step_cfg)
-      out = {k: np.asarray(jax.device_get(v), np.float64) for k, v in out.items()}
+      # Per-row values: split across processes when the batch spans hosts.
+      out = {k: shd.to_host(v).astype(np.float64) for k, v in out.items()}
       acc = sums.setdefault(mode, dict.fromkeys(CONDITIONS + ("count", "between", "total"), 0.0))
       for k in acc:
         acc[k] += float(out[k].sum())
