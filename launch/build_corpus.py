@@ -3,7 +3,7 @@
   # the starter skills only
   python -m launch.build_corpus --src=data/starter_corpus --out=workdir/skill_pretrain
   # thousands of skill-like documents from what is installed (see lskill_jax/data/sources.py)
-  python -m launch.build_corpus --sources=files,man,info,pymeta,pyreadme,pydoc \
+  python -m launch.build_corpus --sources=files,man,info,pymeta,pyreadme,pydoc \\
       --out=workdir/skill_corpus
   # the "random items" diagnostic corpus (documents whose content cannot be guessed)
   python -m launch.build_corpus --items=2000 --items_val=64 --out=workdir/items

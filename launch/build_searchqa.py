@@ -1,7 +1,7 @@
 """Build the offline Search-QA data: corpus, train/test questions, teacher records.
 
   python -m launch.build_searchqa --out_dir=workdir/searchqa
-  python -m launch.build_searchqa --out_dir=workdir/searchqa \
+  python -m launch.build_searchqa --out_dir=workdir/searchqa \\
       --teacher_out=workdir/searchqa/stage2_train.jsonl --skill_dir=skills/searchqa
 
 Writes ``corpus.jsonl``, ``train.jsonl``, ``test.jsonl`` and ``summary.json`` to

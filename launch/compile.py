@@ -1,16 +1,20 @@
 """Compile skill documents into adapters, or describe a compiler's geometry.
 
-  python -m launch.compile --model=smollm2-135m --skill=skills/alfworld/heat --out=adapters
+  python -m launch.compile --model=smollm2-135m --skill=skills/alfworld/heat --out=adapters/heat --overlong=chunk
   python -m launch.compile --compiler=CKPT_OR_CONFIG --model=SOURCE --skill=FILE_OR_DIR --out=DIR [--format=ours|peft]
   python -m launch.compile --describe --config=configs/qwen3_8b.py
 
 --compiler defaults to the trained compiler that ships for the backbone (one ships for
 smollm2-135m); otherwise it is a trained checkpoint directory, or a config file
-(configs/<name>.py) for a freshly initialised compiler (useful to try the pipeline). Each skill becomes OUT/<relative path
-without suffix>/ (our format or PEFT); where two skills would share that name (task.md and
-task.txt) both keep their suffix (OUT/task.md/, OUT/task.txt/) and the log says so. A document
-that cannot be read or compiled is reported and skipped; nothing is written for it and the
-others still compile.
+(configs/<name>.py) for a freshly initialised compiler (useful to try the pipeline).
+Each skill becomes OUT/<relative path without suffix>/ (our format or PEFT); where two skills
+would share that name (task.md and task.txt) both keep their suffix (OUT/task.md/,
+OUT/task.txt/) and the log says so. A document that cannot be read or compiled is reported
+and skipped; nothing is written for it and the others still compile.
+
+Shared flags (listed by --helpfull): --mesh=data=D,fsdp=F,tensor=T spreads the work over a
+device mesh (one axis may be -1: the remaining devices); --distributed joins one JAX job
+over several hosts, the same command on each (docs/tpu.md).
 """
 
 from __future__ import annotations
@@ -37,9 +41,9 @@ flags.DEFINE_string("compiler", None, "Trained compiler checkpoint dir, or a con
                     "(default: the compiler shipped for --model).")
 flags.DEFINE_string("model", None, "Backbone source (default: --config's model, else smollm2-135m).")
 flags.DEFINE_string("skill", None, "A skill file or a directory of them.")
-flags.DEFINE_string("out", None, "Output directory.")
+flags.DEFINE_string("out", None, "Output directory: one adapter folder per skill file.")
 flags.DEFINE_enum("format", "ours", ["ours", "peft"], "Adapter file format.")
-flags.DEFINE_enum("overlong", "error", ["error", "truncate", "chunk"], "Documents over the context budget.")
+flags.DEFINE_enum("overlong", "error", ["error", "truncate", "chunk"], "Documents over the compiler's context budget: skip them (error), keep their first tokens (truncate), or compile their chunks and average the adapters exactly (chunk).")
 flags.DEFINE_float("alpha", 1.0, "Mount coefficient folded into PEFT exports.")
 flags.DEFINE_integer("batch_size", 8, "Documents per compile batch.", lower_bound=1)
 FLAGS = flags.FLAGS

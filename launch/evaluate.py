@@ -1,12 +1,16 @@
 """Evaluate agents on ALFWorld or Search-QA in several modes and write the paper's tables.
 
-  python -m launch.evaluate --config=configs/eval_alfworld.py --model=smollm2-135m \
+  python -m launch.evaluate --config=configs/eval_alfworld.py --model=smollm2-135m \\
       --modes=vanilla,fewshot,incontext --workdir=workdir/eval_alfworld --config.num_games=6
-  python -m launch.evaluate --config=configs/eval_searchqa.py --model=smollm2-135m \
+  python -m launch.evaluate --config=configs/eval_searchqa.py --model=smollm2-135m \\
       --compiler=CKPT --modes=vanilla,incontext,latent --alpha=0.7 --workdir=workdir/eval_sqa
 
 Writes <workdir>/episodes.jsonl (one line per finished episode; a rerun skips finished
 ones), results.json and results.md (Table 1 for ALFWorld, Table 2 for Search-QA).
+
+Shared flags (listed by --helpfull): --mesh=data=D,fsdp=F,tensor=T spreads the work over a
+device mesh (one axis may be -1: the remaining devices); --distributed joins one JAX job
+over several hosts, the same command on each (docs/tpu.md).
 """
 
 from __future__ import annotations

@@ -1,6 +1,15 @@
 """Export an adapter to PyTorch: a PEFT adapter directory or a merged transformers checkpoint.
 
-  python -m launch.export --adapter=DIR --format=peft --model=smollm2-135m --out=DIR [--alpha=0.7]
+  python -m launch.export --adapter=adapters/heat/task --format=peft --model=smollm2-135m --out=peft/heat --alpha=0.7
+  python -m launch.export --adapter=adapters/heat/task --format=merged --model=smollm2-135m --out=merged/heat
+
+--adapter is a directory in our format (launch.compile's output, or Adapter.save); the lines
+above take the heat skill's task section as compiled by launch.compile's first example.
+--format=peft writes adapter_config.json + adapter_model.safetensors with --alpha folded in,
+for peft.PeftModel.from_pretrained over the base model as a transformers checkpoint (for the
+embedded smollm2-135m, write that with lskill_jax.export_hf; docs/api.md shows the PyTorch
+side). --format=merged writes the base model with the adapter added to its weights: a
+transformers checkpoint that loads without PEFT.
 """
 
 from __future__ import annotations

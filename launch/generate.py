@@ -1,13 +1,17 @@
 """Answer prompts with a backbone, with and without a compiled skill mounted.
 
-  python -m launch.generate --model=smollm2-135m --skill=skills/alfworld/heat/task.md \
+  python -m launch.generate --model=smollm2-135m --skill=skills/alfworld/heat/task.md \\
       --prompt="Your task is to: heat some egg and put it in diningtable. What do you do first?"
   python -m launch.generate --model=smollm2-135m --prompt="What is the capital of France?"
-  python -m launch.generate --model=smollm2-135m --adapter=adapters/heat --prompt="..."
+  python -m launch.generate --model=smollm2-135m --adapter=adapters/heat/task --prompt="..."
 
 --skill compiles a skill document with --compiler (default: the trained compiler shipped for
 --model) and prints each answer without the skill and with its adapter mounted at --alpha.
 --adapter mounts an adapter saved by launch.compile instead.
+
+Shared flags (listed by --helpfull): --mesh=data=D,fsdp=F,tensor=T spreads the work over a
+device mesh (one axis may be -1: the remaining devices); --distributed joins one JAX job
+over several hosts, the same command on each (docs/tpu.md).
 """
 
 from __future__ import annotations

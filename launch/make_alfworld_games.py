@@ -2,7 +2,7 @@
 
   python -m launch.make_alfworld_games --out=workdir/alfworld --seed=0
   python -m launch.make_alfworld_games --out=workdir/alfworld --num_train=600 --verify
-  python -m launch.make_alfworld_games --out=workdir/alfworld --num_train=0 \
+  python -m launch.make_alfworld_games --out=workdir/alfworld --num_train=0 \\
       --num_valid_seen=0 --num_valid_unseen=0 --verify   # only check existing games
 
 Writes <out>/json_2.1.1/{train,valid_seen,valid_unseen}/<task folder>/trial_*/ with

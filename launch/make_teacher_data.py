@@ -1,6 +1,6 @@
 """Write Stage-2 training data: teacher trajectories for ALFWorld and Search-QA.
 
-  python -m launch.make_teacher_data --out=workdir/skill_ift/train.json \
+  python -m launch.make_teacher_data --out=workdir/skill_ift/train.json \\
       --alfworld_data=workdir/alfworld --searchqa_data=workdir/searchqa
 
 ALFWorld: expert plays of training games (the planner-checked plan stored in each game,

@@ -1,12 +1,16 @@
 """Package a trained compiler as the single-file compiler that ships with the package.
 
   python -m launch.validate --workdir=workdir/stage1_cpu --step=200 --docs=64 --out=workdir/stage1_cpu/val200.json
-  python -m launch.ship_compiler --workdir=workdir/stage1_cpu --step=200 \
+  python -m launch.ship_compiler --workdir=workdir/stage1_cpu --step=200 \\
       --results=workdir/stage1_cpu/val200.json --out=lskill_jax/compiler/shipped/smollm2-135m
 
 Writes compiler.json, params.safetensors (bfloat16) and card.md: the training command, the
 held-out figures from --results (launch.validate's JSON for the same step), and how far the
 bfloat16 copy's adapters are from the float32 checkpoint's on a few held-out documents.
+
+Shared flags (listed by --helpfull): --mesh=data=D,fsdp=F,tensor=T spreads the work over a
+device mesh (one axis may be -1: the remaining devices); --distributed joins one JAX job
+over several hosts, the same command on each (docs/tpu.md).
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Train the skill compiler (Stage 1 or Stage 2).
 
   python -m launch.train --config=configs/stage1_smollm2_135m.py --workdir=workdir/stage1
-  python -m launch.train --config=configs/stage2_smollm2_135m.py --workdir=workdir/stage2 \
+  python -m launch.train --config=configs/stage2_smollm2_135m.py --workdir=workdir/stage2 \\
       --config.init_from=workdir/stage1
 
 Re-running the same command resumes from the latest checkpoint in --workdir. A rerun whose
@@ -9,6 +9,10 @@ config differs from the run's (WORKDIR/config.json) is refused before anything i
 naming the fields; intended changes are named with --allow_changes, e.g. a new schedule:
   python -m launch.train ... --config.train.lr=2e-5 --allow_changes=train.lr
 A larger train.steps and the logging / validation / saving frequencies may always change.
+
+Shared flags (listed by --helpfull): --mesh=data=D,fsdp=F,tensor=T spreads the work over a
+device mesh (one axis may be -1: the remaining devices); --distributed joins one JAX job
+over several hosts, the same command on each (docs/tpu.md).
 """
 
 from __future__ import annotations

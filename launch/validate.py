@@ -6,6 +6,10 @@ Reads the run's config.json (written by launch.train) unless --config is given, 
 step (default: the latest), and prints one row per split and mode with the gaps
 `none - own` (what adapters buy) and `other - own` (what the document's own adapter buys),
 each the mean of per-document paired differences with a 95% bootstrap interval.
+
+Shared flags (listed by --helpfull): --mesh=data=D,fsdp=F,tensor=T spreads the work over a
+device mesh (one axis may be -1: the remaining devices); --distributed joins one JAX job
+over several hosts, the same command on each (docs/tpu.md).
 """
 
 from __future__ import annotations
