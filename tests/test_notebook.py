@@ -29,6 +29,16 @@ def test_committed_notebook_has_no_outputs():
       assert not cell.outputs and cell.execution_count is None
 
 
+def test_install_cell_finds_the_checkout_from_the_notebooks_folder():
+  # Opened in Jupyter from notebooks/ of a checkout: the first code cell moves to the
+  # repository root (where `configs` imports from) and installs nothing.
+  nb = nbformat.read(NOTEBOOK, as_version=4)
+  nb.cells = [next(c for c in nb.cells if c.cell_type == "code")]
+  nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
+                          resources={"metadata": {"path": os.path.dirname(NOTEBOOK)}}).execute()
+  assert _text(nb.cells[0]).strip() == f"working in {os.path.basename(ROOT)}"
+
+
 def test_quickstart_notebook_runs_in_tiny_mode(monkeypatch):
   nb = nbformat.read(NOTEBOOK, as_version=4)
   monkeypatch.setenv("LSKILL_NOTEBOOK_TINY", "1")
