@@ -1,4 +1,5 @@
-"""The CPU recipe's options: memory-state normalisation, the contrastive term, paired intervals."""
+"""The CPU recipe's options: memory-state normalisation, the contrastive term, context
+distillation, paired intervals."""
 
 import dataclasses
 
@@ -6,13 +7,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
 
 import lskill_jax as lsj
+from conftest import save_tiny_model
 from configs import stage1_smollm2_135m_cpu, stage1_tiny
 from lskill_jax.compiler import hypernet
 from lskill_jax.data import pipeline
 from lskill_jax.training import optimizer as optim
 from lskill_jax.training import run_config
+from lskill_jax.training.losses import lm_loss, teacher_hidden
 from lskill_jax.training.step import StepConfig, TrainState, contrastive_term, train_step
 from lskill_jax.training.trainer import train
 from lskill_jax.training.validation import paired_interval, validate
@@ -109,20 +113,65 @@ def _batch(bb):
   return {k: v for k, v in pipeline.stage1_dataset(bb.tokenizer, texts, dcfg)[0].items() if k != "n_docs"}
 
 
-def test_contrastive_step_reports_lm_loss_and_gap():
+def _step_metrics(**options):
+  """Metrics of one train step from the same state and batch, per set of StepConfig options."""
   c, bb, comp = _tiny()
   batch = _batch(bb)
   opt, sched = optim.make(1e-3, 1, 10)
   state = TrainState(jnp.int32(0), comp.params, opt.init(comp.params))
   run = lambda cfg: jax.jit(lambda s, b, bp: train_step(s, b, bp, spec=comp.spec, cfg=cfg, optimizer=opt,
                                                         schedule=sched))(state, batch, bb.params)[1]
-  plain = run(StepConfig(accum=2, remat=False, loss_chunk=64))
-  both = run(StepConfig(accum=2, remat=False, loss_chunk=64, contrastive_weight=1.0))
+  return [run(StepConfig(accum=2, remat=False, loss_chunk=64, **o)) for o in options.values()]
+
+
+def test_contrastive_step_reports_lm_loss_and_gap():
+  plain, both = _step_metrics(plain={}, both=dict(contrastive_weight=1.0))
   # "loss" stays the language-model loss, so curves with and without the term compare.
   np.testing.assert_allclose(float(both["loss"]), float(plain["loss"]), rtol=1e-6)
   assert float(both["objective"]) > float(both["loss"])
   assert abs(float(both["train_gap"])) < 0.05 and "train_gap" not in plain
   assert float(both["grad_norm"]) != pytest.approx(float(plain["grad_norm"]))
+
+
+def test_distillation_step_adds_the_weighted_kl_and_reports_it():
+  plain, distilled = _step_metrics(plain={}, distilled=dict(distill_weight=0.5))
+  np.testing.assert_allclose(float(distilled["loss"]), float(plain["loss"]), rtol=1e-6)
+  kl = float(distilled["distill_kl"])
+  assert kl > 0 and "distill_kl" not in plain
+  np.testing.assert_allclose(float(distilled["objective"]), float(plain["loss"]) + 0.5 * kl, rtol=1e-5)
+  assert float(distilled["grad_norm"]) != pytest.approx(float(plain["grad_norm"]))
+
+
+def test_distillation_kl_matches_transformers_reading_the_document(tmp_path):
+  # Teacher: the backbone reading [document, conversation]; student: the conversation alone.
+  # Padding on both sides and a loss chunk that does not divide the length.
+  ref = save_tiny_model(tmp_path)
+  bb = lsj.load_backbone(str(tmp_path))
+  rng = np.random.default_rng(0)
+  Td, T, doc_lens, conv_lens = 7, 9, (7, 3), (9, 5)
+  doc_tokens, doc_mask = np.zeros((2, Td), np.int32), np.zeros((2, Td), np.int32)
+  tokens, seg = np.zeros((2, T), np.int32), np.zeros((2, T), np.int32)
+  weights = np.zeros((2, T), np.float32)
+  for i, (nd, nc) in enumerate(zip(doc_lens, conv_lens)):
+    doc_tokens[i, Td - nd:] = rng.integers(1, bb.config.vocab_size, nd)
+    doc_mask[i, Td - nd:] = 1
+    tokens[i, :nc] = rng.integers(1, bb.config.vocab_size, nc)
+    seg[i, :nc] = 1
+    weights[i, 2:nc] = 1.0
+  h_t = teacher_hidden(bb.params, bb.config, doc_tokens, doc_mask, tokens, seg)
+  ce, kl, count = lm_loss(bb.params, bb.config, tokens, seg, weights, None, 0.0, remat=False,
+                          chunk=4, per_row=True, teacher_h=h_t)
+  for i, (nd, nc) in enumerate(zip(doc_lens, conv_lens)):
+    doc, conv = doc_tokens[i, Td - nd:].tolist(), tokens[i, :nc].tolist()
+    with torch.no_grad():
+      teacher = torch.log_softmax(ref(torch.tensor([doc + conv])).logits[0, nd:].double(), -1)
+      student = torch.log_softmax(ref(torch.tensor([conv])).logits[0].double(), -1)
+    w = torch.tensor(weights[i, 1:nc], dtype=torch.float64)  # position t predicts token t + 1
+    want_kl = (w * (teacher.exp() * (teacher - student)).sum(-1)[:-1]).sum()
+    want_ce = -(w * student[:-1].gather(1, torch.tensor(conv[1:])[:, None])[:, 0]).sum()
+    np.testing.assert_allclose(float(kl[i]), float(want_kl), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(float(ce[i]), float(want_ce), rtol=1e-5)
+    assert float(count[i]) == float(w.sum())
 
 
 def test_paired_interval():
@@ -149,7 +198,8 @@ def test_validation_reports_paired_gaps_per_document():
 
 def test_cpu_recipe_trains_on_the_tiny_backbone(tmp_path):
   # The recipe's compiler and optimiser options on the tiny backbone: calibration at start,
-  # the contrastive term, per-group clipping, frozen memory tokens, exact resume.
+  # the contrastive term, context distillation, per-group clipping, frozen memory tokens, exact
+  # resume.
   c = stage1_smollm2_135m_cpu.get_config()
   tiny = stage1_tiny.get_config()
   for k in ("name", "model", "backbone_shape", "tokenizer_corpus", "dtype"):
@@ -160,8 +210,9 @@ def test_cpu_recipe_trains_on_the_tiny_backbone(tmp_path):
   c.data.update(seq_len=tiny.data.seq_len, context_len=tiny.data.context_len)
   c.train.update(steps=4, batch_size=4, log_every=1, eval_every=4, eval_docs=4, eval_batch_size=4,
                  save_every=2, async_checkpointing=False, progress_bar=False, calibration_docs=8,
-                 contrastive_weight=0.5)
+                 contrastive_weight=0.5, distill_weight=0.5)
   out = train(c, str(tmp_path / "a"))
+  assert np.isfinite(out["distill_kl"]) and out["distill_kl"] > 0
   params = out["state"].params
   assert float(jnp.abs(params["state_stats"]["mean"]).max()) > 0   # calibrated
   for name in ("reconstruction", "completion"):
@@ -182,6 +233,14 @@ def test_contrastive_term_needs_two_examples_per_micro_batch():
     run_config.check_values(c)
   c.train.accum = 2
   run_config.check_values(c)
+
+
+@pytest.mark.parametrize("name", ["contrastive_weight", "distill_weight"])
+def test_loss_term_weights_must_be_finite_and_non_negative(name):
+  c = stage1_tiny.get_config()
+  c.train[name] = -1.0
+  with pytest.raises(run_config.ConfigError, match=f"train.{name}=-1.0 must be a finite number >= 0"):
+    run_config.check_values(c)
 
 
 def test_split_to_fit_cuts_at_paragraphs_lines_then_words_and_keeps_the_order():

@@ -117,6 +117,10 @@ def check_values(config) -> None:
     raise ConfigError(f"train.batch_size={t.batch_size} must be a multiple of train.accum={t.accum}.")
   if not (isinstance(t.lr, (int, float)) and math.isfinite(t.lr) and t.lr >= 0):
     raise ConfigError(f"train.lr={t.lr!r} must be a finite number >= 0.")
+  for name in ("contrastive_weight", "distill_weight"):
+    value = t.get(name, 0.0)
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+      raise ConfigError(f"train.{name}={value!r} must be a finite number >= 0 (0 = off).")
   overlong = config.get("data", {}).get("overlong", "skip")
   if overlong not in stage1.OVERLONG:
     raise ConfigError(f"data.overlong={overlong!r} must be 'skip' (drop documents over "

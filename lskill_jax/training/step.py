@@ -4,7 +4,10 @@
 frozen backbone, and takes one AdamW step on the compiler's params only, accumulating
 gradients over `accum` micro-batches (token-weighted). With `contrastive_weight` it also
 scores each conversation with another document's adapter and rewards the margin (beyond the
-paper); `loss` always reports the language-model loss alone. A step whose loss or gradient is
+paper); with `distill_weight` it adds context distillation: KL from the frozen backbone
+reading the document in its context to the adapter-mounted backbone without it, on the
+conversation's target tokens (as Doc-to-LoRA trains). `loss` always reports the
+language-model loss alone. A step whose loss or gradient is
 not finite leaves params and optimizer state unchanged and reports `skipped = 1`.
 """
 
@@ -20,7 +23,7 @@ import optax
 from lskill_jax import sharding as shd
 from lskill_jax.compiler import hypernet
 from lskill_jax.compiler.hypernet import CompilerSpec
-from lskill_jax.training.losses import lm_loss
+from lskill_jax.training.losses import lm_loss, teacher_hidden
 
 BATCH_KEYS = ("doc_tokens", "doc_mask", "tokens", "weights", "segment_ids")
 
@@ -40,6 +43,8 @@ class StepConfig:
   # adapter of another document of the micro-batch (see `contrastive_term`); 0 = off.
   contrastive_weight: float = 0.0
   contrastive_temperature: float = 0.1  # nats/token; the reward saturates past a few of these
+  # Weight of the context-distillation KL (nats/token, like the language-model loss); 0 = off.
+  distill_weight: float = 0.0
 
 
 def _lora(a, b):
@@ -89,18 +94,24 @@ def contrastive_term(own_rows, other_rows, counts, temperature):
 def _micro_loss(params, backbone_params, mb, spec: CompilerSpec, cfg: StepConfig, w_norms):
   a, b = hypernet.compile_lora(params, backbone_params, mb["doc_tokens"], mb["doc_mask"], spec=spec)
   args = (backbone_params, spec.backbone, mb["tokens"], mb["segment_ids"], mb["weights"])
-  own_rows, counts = lm_loss(*args, _lora(a, b), spec.scale, remat=cfg.remat,
-                             chunk=cfg.loss_chunk, per_row=True)
+  teacher = (teacher_hidden(backbone_params, spec.backbone, mb["doc_tokens"], mb["doc_mask"],
+                            mb["tokens"], mb["segment_ids"]) if cfg.distill_weight else None)
+  own = lm_loss(*args, _lora(a, b), spec.scale, remat=cfg.remat, chunk=cfg.loss_chunk,
+                per_row=True, teacher_h=teacher)
+  own_rows, counts = own[0], own[-1]
   lm = jnp.sum(own_rows)
-  total, gap_sum = lm, jnp.float32(0)
+  total, gap_sum, kl_sum = lm, jnp.float32(0), jnp.float32(0)
+  if cfg.distill_weight:
+    kl_sum = jnp.sum(own[1])
+    total = total + cfg.distill_weight * kl_sum
   if cfg.contrastive_weight:
     other_rows, _ = lm_loss(*args, _rolled(a, b), spec.scale, remat=cfg.remat,
                             chunk=cfg.loss_chunk, per_row=True)
     term, gap = contrastive_term(own_rows, other_rows, counts, cfg.contrastive_temperature)
-    total = lm + cfg.contrastive_weight * term
+    total = total + cfg.contrastive_weight * term
     gap_sum = jnp.sum(jax.lax.stop_gradient(gap) * counts)
   ratio = _delta_ratio(jax.lax.stop_gradient(a), jax.lax.stop_gradient(b), spec.scale, w_norms)
-  return total, (jnp.sum(counts), ratio, lm, gap_sum)
+  return total, (jnp.sum(counts), ratio, lm, gap_sum, jax.lax.stop_gradient(kl_sum))
 
 
 def train_step(state: TrainState, batch: dict, backbone_params, *, spec: CompilerSpec,
@@ -112,17 +123,18 @@ def train_step(state: TrainState, batch: dict, backbone_params, *, spec: Compile
   grad_fn = jax.value_and_grad(_micro_loss, has_aux=True)
 
   def accumulate(carry, mb):
-    objective_sum, lm_sum, gap_sum, count_sum, ratio_sum, grads = carry
-    (objective, (count, ratio, lm, gap)), g = grad_fn(state.params, backbone_params, mb, spec,
-                                                      cfg, w_norms)
+    objective_sum, lm_sum, gap_sum, kl_sum, count_sum, ratio_sum, grads = carry
+    (objective, (count, ratio, lm, gap, kl)), g = grad_fn(state.params, backbone_params, mb,
+                                                          spec, cfg, w_norms)
     grads = jax.tree.map(jnp.add, grads, g)
-    return (objective_sum + objective, lm_sum + lm, gap_sum + gap, count_sum + count,
-            ratio_sum + ratio, grads), None
+    return (objective_sum + objective, lm_sum + lm, gap_sum + gap, kl_sum + kl,
+            count_sum + count, ratio_sum + ratio, grads), None
 
   zeros = jax.tree.map(jnp.zeros_like, state.params)
   f0 = jnp.float32(0)
-  init = (f0, f0, f0, f0, jnp.zeros((spec.backbone.num_layers,), jnp.float32), zeros)
-  (objective_sum, lm_sum, gap_sum, count, ratio_sum, grads), _ = jax.lax.scan(accumulate, init, micro)
+  init = (f0, f0, f0, f0, f0, jnp.zeros((spec.backbone.num_layers,), jnp.float32), zeros)
+  (objective_sum, lm_sum, gap_sum, kl_sum, count, ratio_sum, grads), _ = jax.lax.scan(
+      accumulate, init, micro)
   denom = jnp.maximum(count, 1.0)
   grads = jax.tree.map(lambda g: g / denom, grads)
   loss = lm_sum / denom
@@ -135,8 +147,10 @@ def train_step(state: TrainState, batch: dict, backbone_params, *, spec: Compile
   metrics = {"loss": loss, "grad_norm": grad_norm, "lr": schedule(state.step),
              "target_tokens": count, "skipped": (~finite).astype(jnp.int32),
              "delta_w_ratio": ratio_sum / cfg.accum,
-             **({"objective": objective_sum / denom, "train_gap": gap_sum / denom}
-                if cfg.contrastive_weight else {}),
+             **({"objective": objective_sum / denom}
+                if cfg.contrastive_weight or cfg.distill_weight else {}),
+             **({"train_gap": gap_sum / denom} if cfg.contrastive_weight else {}),
+             **({"distill_kl": kl_sum / denom} if cfg.distill_weight else {}),
              **{f"grad_norm_{k}": optax.global_norm(g) for k, g in grads.items()}}
   return new_state, metrics
 
