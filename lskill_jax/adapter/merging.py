@@ -15,6 +15,7 @@ from lskill_jax.adapter.files import atomic_dir
 from lskill_jax.backbone.config import to_hf_config
 from lskill_jax.backbone.loading import Backbone, hf_key_map
 from lskill_jax.checkpoint.safetensors_file import save_file
+from lskill_jax.sharding import to_host
 
 
 @jax.jit
@@ -49,7 +50,7 @@ def export_hf(bb: Backbone, path: str, max_shard_bytes: int = 2 << 30) -> None:
     leaf = bb.params
     for k in p:
       leaf = leaf[k]
-    arr = np.asarray(jax.device_get(leaf))
+    arr = to_host(leaf)
     if arr.dtype not in (np.float32, np.float16) and arr.dtype.name != "bfloat16":
       arr = arr.astype(np.float32)
     if p[0] == "layers":

@@ -21,6 +21,7 @@ from lskill_jax.adapter.adapter import Adapter, base_fingerprint, text_hash
 from lskill_jax.adapter.files import AdapterFileError
 from lskill_jax.compiler.documents import DocumentError, SkillDocument, parse_skill
 from lskill_jax.compiler.skill_compiler import OVERLONG
+from lskill_jax.sharding import to_host
 
 
 def backbone_id(bb) -> str:
@@ -30,7 +31,7 @@ def backbone_id(bb) -> str:
   for path, leaf in jax.tree_util.tree_flatten_with_path(bb.params)[0]:
     first = leaf[(0,) * (leaf.ndim - 1)] if leaf.ndim else leaf
     h.update(f"{jax.tree_util.keystr(path)}{leaf.shape}{leaf.dtype}".encode())
-    h.update(np.asarray(jax.device_get(first)).tobytes())
+    h.update(to_host(first).tobytes())
   if bb.tokenizer is not None:
     h.update(json.dumps(sorted(bb.tokenizer.get_vocab().items())).encode())
   return h.hexdigest()[:16]

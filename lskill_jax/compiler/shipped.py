@@ -26,6 +26,7 @@ from lskill_jax.adapter.adapter import base_fingerprint
 from lskill_jax.adapter.files import atomic_dir
 from lskill_jax.checkpoint.safetensors_file import SafetensorsFile, save_file
 from lskill_jax.compiler import checkpoint as ckpt
+from lskill_jax.sharding import to_host
 
 SHIPPED_DIR = os.path.join(os.path.dirname(__file__), "shipped")
 PARAMS_FILE = ckpt.PARAMS_FILE
@@ -47,7 +48,7 @@ def _key(path) -> str:
 
 def flatten(params) -> dict[str, np.ndarray]:
   """{'generator/layers/0/wq': array, ...}: one entry per leaf, keyed by its dict path."""
-  return {_key(path): np.asarray(jax.device_get(leaf))
+  return {_key(path): to_host(leaf)
           for path, leaf in jax.tree_util.tree_leaves_with_path(params)}
 
 
