@@ -20,7 +20,7 @@ from absl import app, flags
 from launch import common
 from lskill_jax.data import sources as src_lib
 from lskill_jax.data.corpus import CorpusSelector, skill_files, write_corpus
-from lskill_jax.data.records import write_jsonl
+from lskill_jax.io import write_jsonl
 
 SOURCES = ("files", "man", "info", "pymeta", "pyreadme", "pydoc")
 

@@ -21,6 +21,7 @@ from absl import flags, logging
 
 from launch import common
 from lskill_jax.envs import searchqa as sq
+from lskill_jax.io import write_json, write_jsonl
 
 flags.DEFINE_string("out_dir", None, "Directory for corpus.jsonl, train.jsonl, test.jsonl, summary.json.")
 flags.DEFINE_integer("seed", 0, "Seed for question sampling and the train/test split.")
@@ -86,10 +87,11 @@ def main(argv):
 
   if FLAGS.teacher_out:
     records, stats = sq.stage2_records(splits[FLAGS.teacher_split], retriever, skills, topk=FLAGS.topk)
-    sq.write_jsonl(FLAGS.teacher_out, records)
+    write_jsonl(FLAGS.teacher_out, records)
     summary["teacher"] = stats
 
-  sq.write_json(os.path.join(FLAGS.out_dir, "summary.json"), summary)
+  write_json(os.path.join(FLAGS.out_dir, "summary.json"), summary, ensure_ascii=False,
+             indent=2)
   logging.info("wrote %s", FLAGS.out_dir)
   print(json.dumps(summary, indent=2))
 

@@ -73,11 +73,12 @@ def _expected_errors() -> tuple[type[BaseException], ...]:
   from lskill_jax.compiler.documents import DocumentError
   from lskill_jax.data.records import DataError
   from lskill_jax.inference import PromptError, TokenRangeError
+  from lskill_jax.io import JSONLError
   from lskill_jax.training.run_config import ConfigError
   from lskill_jax.training.trainer import NonFiniteLossError
   return (OSError, flags.Error, AdapterMismatchError, AdapterFileError, PromptBlockError,
           SkillError, UnsupportedConfigError, WeightMismatchError, CorruptFileError,
-          CheckpointError, DocumentError, DataError, PromptError, TokenRangeError,
+          CheckpointError, DocumentError, DataError, JSONLError, PromptError, TokenRangeError,
           ConfigError, NonFiniteLossError)
 
 

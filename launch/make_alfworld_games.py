@@ -15,7 +15,6 @@ through AlfredTWEnv's batched environment; the script fails unless every game is
 from __future__ import annotations
 
 import collections
-import json
 import os
 import time
 
@@ -24,6 +23,7 @@ from tqdm import tqdm
 
 from launch import common
 from lskill_jax.envs import alfworld as aw
+from lskill_jax.io import write_json
 
 flags.DEFINE_string("out", None, "Root folder for the games (json_2.1.1/<split>/... is created in it).")
 flags.DEFINE_integer("seed", 0, "Seed; the same seed gives byte-identical games.")
@@ -100,8 +100,7 @@ def main(argv):
     lost = sum(sum(played[s].values()) - sum(won[s].values()) for s in played)
     if lost:
       raise SystemExit(f"The expert lost {lost} game(s); see the errors above.")
-  aw.atomic_write(os.path.join(FLAGS.out, "generation_summary.json"),
-                  json.dumps(summary, indent=1, sort_keys=True) + "\n")
+  write_json(os.path.join(FLAGS.out, "generation_summary.json"), summary, indent=1, sort_keys=True)
 
 
 if __name__ == "__main__":

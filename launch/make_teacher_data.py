@@ -87,7 +87,7 @@ def searchqa_records(tokenizer) -> tuple[list[dict], dict]:
 def main(argv):
   del argv
   import lskill_jax as lsj
-  from lskill_jax.agents.results import atomic_write
+  from lskill_jax.io import write_json
   from lskill_jax.agents.tasks import DataMissingError
 
   builders = {"alfworld": alfworld_records, "searchqa": searchqa_records}
@@ -105,7 +105,7 @@ def main(argv):
       raise SystemExit(str(err)) from None
     records += recs
     summary[env] = {"records": len(recs), **stats}
-  atomic_write(FLAGS.out, json.dumps(records, ensure_ascii=False, indent=1) + "\n")
+  write_json(FLAGS.out, records, ensure_ascii=False, indent=1)
   summary["out"] = FLAGS.out
   print(json.dumps(summary, indent=1, sort_keys=True))
 

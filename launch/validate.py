@@ -22,6 +22,7 @@ import ml_collections
 from ml_collections import config_flags
 
 from launch import common
+from lskill_jax.io import write_json
 from lskill_jax.training.validation import DOC_SHARE, evaluate_checkpoint
 
 config_flags.DEFINE_config_file("config", None, "The run's training config (default: "
@@ -59,10 +60,7 @@ def main(argv):
       print(f"{split:6} {mode:15} {res[f'{mode}/docs']:5d} {own:7.4f} {none:7.4f} {other:7.4f} "
             f"{gaps[0]:>26} {gaps[1]:>26} {res[f'{mode}/{DOC_SHARE}']:9.5f}")
   if FLAGS.out:
-    tmp = FLAGS.out + ".tmp"
-    with open(tmp, "w") as f:
-      json.dump({"workdir": FLAGS.workdir, "step": FLAGS.step, **results}, f, indent=1)
-    os.replace(tmp, FLAGS.out)
+    write_json(FLAGS.out, {"workdir": FLAGS.workdir, "step": FLAGS.step, **results}, indent=1)
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import pytest
 
 from lskill_jax.envs import searchqa as sq
 from lskill_jax.envs.searchqa.questions import MIN_COMPARISON_RATIO
+from lskill_jax.io import read_jsonl
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -400,7 +401,7 @@ def test_launch_writes_all_outputs(tmp_path):
   summary = json.loads((out / "summary.json").read_text())
   assert summary["questions"]["train"] == {t: 24 for t in sorted(sq.SKILL_TYPES)}
   assert summary["direct_recall@3"] >= 0.95
-  stage2 = sq.read_jsonl(str(out / "stage2.jsonl"))
+  stage2 = read_jsonl(str(out / "stage2.jsonl"))
   assert len(stage2) == summary["teacher"]["kept"] > 0
   assert stage2[0]["context"].startswith("Body of ")
-  assert len(sq.read_jsonl(str(out / "test.jsonl"))) == 18
+  assert len(read_jsonl(str(out / "test.jsonl"))) == 18

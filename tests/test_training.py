@@ -15,6 +15,7 @@ import lskill_jax as lsj
 from configs import stage1_tiny, stage2_tiny
 from lskill_jax.compiler import hypernet
 from lskill_jax.data import pipeline, records
+from lskill_jax.io import write_json, write_jsonl
 from lskill_jax.training import optimizer as optim
 from lskill_jax.training.step import StepConfig, TrainState, state_shardings, train_step
 from lskill_jax.training.trainer import train
@@ -162,7 +163,7 @@ def test_bad_data_is_named(tmp_path):
     records.read_pretrain_jsonl(str(tmp_path / "empty.jsonl"))
   c = _config()
   c.data.train = str(tmp_path / "long.jsonl")
-  records.write_jsonl(c.data.train, [{"text": "word " * 2000}] * 3)
+  write_jsonl(c.data.train, [{"text": "word " * 2000}] * 3)
   with pytest.raises(records.DataError, match="every document is over"):
     train(c, str(tmp_path / "wd"))
   with pytest.raises(FileNotFoundError, match="build_corpus"):
@@ -177,7 +178,7 @@ def test_stage2_starts_from_stage1(tmp_path):
                              {"role": "user", "content": "You arrive at microwave 1."},
                              {"role": "assistant", "content": "<action>heat cup 1 with microwave 1</action>"}]}
           for i in range(10)]
-  records.write_json(str(tmp_path / "skill_ift" / "train.json"), recs)
+  write_json(str(tmp_path / "skill_ift" / "train.json"), recs)
   c = stage2_tiny.get_config()
   c.compiler.context_len = 640  # the stage-1 tiny spec
   c.data.train = str(tmp_path / "skill_ift" / "train.json")
@@ -203,9 +204,9 @@ def test_training_makes_adapters_carry_their_own_document(tmp_path):
   # documents the own adapter must beat another document's, not just no adapter at all.
   rng = np.random.default_rng(0)
   for name, n in (("train", 2000), ("val", 16)):
-    records.write_jsonl(str(tmp_path / f"{name}.jsonl"),
-                        [{"text": "Items: " + " ".join(rng.choice(_ITEMS, 6, replace=False)) + "."}
-                         for _ in range(n)])
+    write_jsonl(str(tmp_path / f"{name}.jsonl"),
+                [{"text": "Items: " + " ".join(rng.choice(_ITEMS, 6, replace=False)) + "."}
+                 for _ in range(n)])
   c = stage1_tiny.get_config()
   c.compiler.context_len = 48
   c.data.update(train=str(tmp_path / "train.jsonl"), val=str(tmp_path / "val.jsonl"),

@@ -12,14 +12,13 @@ import dataclasses
 import json
 import math
 import os
-import shutil
-import tempfile
 
 import numpy as np
 
 from lskill_jax.adapter.adapter import (TARGETS, Adapter, AdapterMismatchError, _freeze,
                                         base_fingerprint)
 from lskill_jax.checkpoint.safetensors_file import CorruptFileError, SafetensorsFile, save_file
+from lskill_jax.io import atomic_dir
 
 FORMAT = "lskill_jax.adapter"
 VERSION = 1
@@ -32,30 +31,6 @@ MAX_SCALE = 1e6
 
 class AdapterFileError(ValueError):
   """An adapter directory is incomplete, corrupt, or does not describe its tensors."""
-
-
-def atomic_dir(final: str):
-  """Context manager: yields a temp dir beside `final`, moved into place only on success."""
-  class _Ctx:
-    def __enter__(self):
-      parent = os.path.dirname(os.path.abspath(final)) or "."
-      os.makedirs(parent, exist_ok=True)
-      self.tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(final)}.tmp-", dir=parent)
-      return self.tmp
-
-    def __exit__(self, exc_type, exc, tb):
-      if exc_type is not None:
-        shutil.rmtree(self.tmp, ignore_errors=True)
-        return False
-      old = None
-      if os.path.exists(final):
-        old = f"{final}.old-{os.getpid()}"
-        os.replace(final, old)
-      os.replace(self.tmp, final)
-      if old:
-        shutil.rmtree(old, ignore_errors=True)
-      return False
-  return _Ctx()
 
 
 def save(adapter: Adapter, path: str) -> None:

@@ -7,12 +7,11 @@ over all episodes, steps per episode and tokens per step; `write` saves `results
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Mapping, Sequence
 
 from lskill_jax.agents.accounting import totals
-from lskill_jax.agents.results import atomic_write
+from lskill_jax.io import atomic_write_text, write_json
 
 ALFWORLD_COLUMNS = (  # (task type, column name), in the paper's order
     ("pick_and_place_simple", "Pick"), ("look_at_obj_in_light", "Look"),
@@ -124,6 +123,6 @@ def write(rep: Mapping, workdir: str) -> tuple[str, str]:
   """Writes results.json and results.md to `workdir`; returns their paths."""
   json_path = os.path.join(workdir, "results.json")
   md_path = os.path.join(workdir, "results.md")
-  atomic_write(json_path, json.dumps(rep, indent=1, sort_keys=True, default=str) + "\n")
-  atomic_write(md_path, to_markdown(rep))
+  write_json(json_path, rep, indent=1, sort_keys=True, default=str)
+  atomic_write_text(md_path, to_markdown(rep))
   return json_path, md_path

@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from typing import Mapping
+
+from lskill_jax.io import read_jsonl
 
 
 def settings_id(settings: Mapping) -> str:
@@ -53,17 +54,7 @@ class ResultsLog:
     """Every complete record in the file."""
     if not os.path.exists(self.path):
       return []
-    out = []
-    with open(self.path, encoding="utf-8") as f:
-      for n, line in enumerate(f, 1):
-        if not line.strip():
-          continue
-        try:
-          out.append(json.loads(line))
-        except json.JSONDecodeError as err:
-          raise ValueError(f"{self.path}:{n} is not a JSON record ({err}); remove that line "
-                           "to rerun its episode.") from err
-    return out
+    return read_jsonl(self.path, fix="remove that line to rerun its episode")
 
   def finished_keys(self) -> set[str]:
     return {r["key"] for r in self.records() if "key" in r}
@@ -83,19 +74,3 @@ class ResultsLog:
 def episode_key(env: str, split: str, mode: str, settings: str, episode_id: str) -> str:
   return f"{env}/{split}/{mode}/{settings}/{episode_id}"
 
-
-def atomic_write(path: str, text: str) -> None:
-  """Writes a whole file through a temporary file and a rename, so readers never see half."""
-  folder = os.path.dirname(os.path.abspath(path))
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix="-" + os.path.basename(path))
-  try:
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-      f.write(text)
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise

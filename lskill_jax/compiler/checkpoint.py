@@ -19,6 +19,7 @@ import orbax.checkpoint as ocp
 
 from lskill_jax.backbone.config import BackboneConfig
 from lskill_jax.compiler.hypernet import CompilerSpec
+from lskill_jax.io import write_json
 
 FORMAT, VERSION = "lskill_jax.compiler", 1
 SPEC_FILE = "compiler.json"
@@ -48,13 +49,9 @@ def spec_from_json(d: dict, backbone: BackboneConfig) -> CompilerSpec:
 
 def write_spec(path: str, spec: CompilerSpec, base_fingerprint: str, base_model: str) -> None:
   """Writes compiler.json atomically."""
-  os.makedirs(path, exist_ok=True)
   blob = {"format": FORMAT, "version": VERSION, "spec": spec_to_json(spec),
           "base_fingerprint": base_fingerprint, "base_model": base_model}
-  tmp = os.path.join(path, f".{SPEC_FILE}.tmp-{os.getpid()}")
-  with open(tmp, "w") as f:
-    json.dump(blob, f, indent=1)
-  os.replace(tmp, os.path.join(path, SPEC_FILE))
+  write_json(os.path.join(path, SPEC_FILE), blob, indent=1)
 
 
 def latest_step(checkpoints_dir: str) -> int | None:

@@ -30,12 +30,12 @@ import jax
 import numpy as np
 import yaml
 
-from lskill_jax.adapter.files import atomic_dir
 from lskill_jax.backbone.config import BackboneConfig
 from lskill_jax.backbone.model import TARGETS
 from lskill_jax.compiler import checkpoint as ckpt
 from lskill_jax.compiler import hypernet, shipped
 from lskill_jax.compiler.hypernet import CompilerSpec
+from lskill_jax.io import atomic_dir
 
 GENERATOR_FILE, GENERATOR_ALT = "hypernetwork.pth", "skill_hypernet.pth"
 METALORA_FILE, MEMORY_FILE = "metalora.pth", "mem_tokens.pt"

@@ -9,6 +9,7 @@ The report says, per source, what was kept and why the rest was not.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -21,6 +22,7 @@ from typing import Iterable, Iterator
 import numpy as np
 
 from lskill_jax.compiler.documents import DocumentError, find_skill_files, read_skill
+from lskill_jax.io import atomic_file
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,11 +216,9 @@ def write_corpus(sources: Iterable[tuple[str, Iterable[Candidate]]], out_dir: st
   Texts go to disk as they are accepted (only their hashes stay in memory); both files
   replace earlier ones only once every source has been read.
   """
-  os.makedirs(out_dir, exist_ok=True)
-  paths = {s: os.path.join(out_dir, f"{s}.jsonl") for s in ("train", "val")}
-  tmps = {s: f"{p}.tmp-{os.getpid()}" for s, p in paths.items()}
-  files = {s: open(t, "w", encoding="utf-8") for s, t in tmps.items()}
-  try:
+  with contextlib.ExitStack() as stack:
+    files = {s: stack.enter_context(atomic_file(os.path.join(out_dir, f"{s}.jsonl")))
+             for s in ("train", "val")}
     for name, candidates in sources:
       start = time.perf_counter()
       selector.report.source(name)
@@ -227,13 +227,4 @@ def write_corpus(sources: Iterable[tuple[str, Iterable[Candidate]]], out_dir: st
         if split:
           files[split].write(json.dumps({"text": cand.text}, ensure_ascii=False) + "\n")
       selector.report.source(name).seconds += time.perf_counter() - start
-    for f in files.values():
-      f.close()
-    for s in paths:
-      os.replace(tmps[s], paths[s])
-  finally:
-    for s, f in files.items():
-      f.close()
-      if os.path.exists(tmps[s]):
-        os.remove(tmps[s])
   return selector.report

@@ -1,4 +1,4 @@
-"""Readers for the authors' data layout (so their released data drops in) and atomic writers.
+"""Readers for the authors' data layout, so their released data drops in (writers: lskill_jax.io).
 
 skill_pretrain/{train,val}.jsonl: one `{"text": str}` per line.
 skill_ift/train.json: a JSON list of `{"context": str, "conversations": [{"role","content"}, ...]}`
@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from typing import Any, Iterable
+from typing import Any
 
 
 class DataError(ValueError):
@@ -133,24 +133,3 @@ def _ift_problem(rec: Any) -> str | None:
   if not any(t["role"] == "assistant" for t in conv):
     return "no assistant turn to supervise"
   return None
-
-
-def write_jsonl(path: str, records: Iterable[dict]) -> int:
-  """Writes records atomically; returns how many."""
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f"{path}.tmp-{os.getpid()}"
-  n = 0
-  with open(tmp, "w", encoding="utf-8") as f:
-    for rec in records:
-      f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-      n += 1
-  os.replace(tmp, path)
-  return n
-
-
-def write_json(path: str, obj: Any) -> None:
-  os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w", encoding="utf-8") as f:
-    json.dump(obj, f, ensure_ascii=False, indent=1)
-  os.replace(tmp, path)

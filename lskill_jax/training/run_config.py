@@ -25,6 +25,7 @@ import ml_collections
 from lskill_jax.compiler import checkpoint as compiler_ckpt
 from lskill_jax.compiler import hypernet
 from lskill_jax.data import stage1
+from lskill_jax.io import atomic_write_text
 
 CONFIG_FILE, CHANGES_FILE = "config.json", "config_changes.jsonl"
 
@@ -146,18 +147,10 @@ def read(workdir: str) -> dict | None:
   return blob
 
 
-def _write_text(path: str, text: str) -> None:
-  tmp = f"{path}.tmp-{os.getpid()}"
-  with open(tmp, "w", encoding="utf-8") as f:
-    f.write(text)
-    f.flush()
-    os.fsync(f.fileno())
-  os.replace(tmp, path)
-
-
 def write(workdir: str, config) -> None:
   """Writes WORKDIR/config.json atomically (what launch.validate reads back)."""
-  _write_text(os.path.join(workdir, CONFIG_FILE), config.to_json_best_effort(indent=1) + "\n")
+  atomic_write_text(os.path.join(workdir, CONFIG_FILE),
+                    config.to_json_best_effort(indent=1) + "\n")
 
 
 def _shapes(spec) -> dict:
@@ -228,5 +221,5 @@ def record(workdir: str, config, changes: dict[str, tuple[Any, Any]], step: int)
         previous += "\n"
     line = json.dumps({"step": step, "changes": {k: {"from": o, "to": n} for k, (o, n) in
                                                  changes.items()}}, default=repr)
-    _write_text(path, previous + line + "\n")
+    atomic_write_text(path, previous + line + "\n")
   write(workdir, config)

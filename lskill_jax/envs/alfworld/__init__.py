@@ -32,7 +32,6 @@ from lskill_jax.envs.alfworld.gamegen import (
   GeneratedGame,
   Scene,
   TaskSpec,
-  atomic_write,
   candidate_tasks,
   generate_games,
   generate_split,

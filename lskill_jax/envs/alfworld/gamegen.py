@@ -44,8 +44,9 @@ import multiprocessing
 import os
 import random
 import shutil
-import tempfile
 from typing import Iterable, Iterator, Mapping, Sequence
+
+from lskill_jax.io import atomic_write_text
 
 TASK_TYPES = (
   "pick_and_place_simple",
@@ -653,22 +654,6 @@ class GameChecker:
 # Writing games.
 # ---------------------------------------------------------------------------------------
 
-def atomic_write(path: str, text: str) -> None:
-  """Write a file whole or not at all (temp file in the same folder, then rename)."""
-  folder = os.path.dirname(path) or "."
-  os.makedirs(folder, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-  try:
-    with os.fdopen(fd, "w") as f:
-      f.write(text)
-    os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; games are data to share
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-    raise
-
-
 def _dumps(obj) -> str:
   return json.dumps(obj, indent=1, sort_keys=True) + "\n"
 
@@ -800,8 +785,8 @@ def generate_split(root: str, split: str, num_games: int, seed: int = 0,
     for index, task, trial, gamedata, traj in results:
       game_dir = os.path.join(root, DATA_DIRNAME, split, task.dirname, trial)
       # traj_data.json last: AlfredTWEnv only considers folders that have it.
-      atomic_write(os.path.join(game_dir, "game.tw-pddl"), _dumps(gamedata))
-      atomic_write(os.path.join(game_dir, "traj_data.json"), _dumps(traj))
+      atomic_write_text(os.path.join(game_dir, "game.tw-pddl"), _dumps(gamedata))
+      atomic_write_text(os.path.join(game_dir, "traj_data.json"), _dumps(traj))
       yield GeneratedGame(split, index, task, game_dir, tuple(gamedata["walkthrough"]))
   finally:
     if pool is not None:

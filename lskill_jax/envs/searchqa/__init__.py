@@ -11,10 +11,7 @@ from lskill_jax.envs.searchqa.corpus import (
   build_corpus,
   load_corpus,
   passage_id,
-  read_jsonl,
   save_corpus,
-  write_json,
-  write_jsonl,
 )
 from lskill_jax.envs.searchqa.env import (
   AGENT_INSTRUCTIONS,
@@ -97,7 +94,6 @@ __all__ = [
   "parse_action",
   "passage_id",
   "question_prompt",
-  "read_jsonl",
   "read_qa_jsonl",
   "render_stage2",
   "retrieval_recall",
@@ -107,6 +103,4 @@ __all__ = [
   "summarize_scores",
   "tokenize",
   "trajectory_messages",
-  "write_json",
-  "write_jsonl",
 ]

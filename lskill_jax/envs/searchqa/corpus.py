@@ -12,13 +12,11 @@ back from JSONL, so a user corpus in that format can replace ours.
 
 from __future__ import annotations
 
-import json
-import os
-import uuid
 from collections.abc import Iterable, Sequence
 from typing import TypedDict
 
 from lskill_jax.envs.searchqa.facts import CountryFacts, load_country_facts
+from lskill_jax.io import read_jsonl, write_jsonl
 
 # Aspects, in the order they are written per entity. Questions refer to passages
 # through ``passage_id(slug, aspect)``, so these names are part of the format.
@@ -186,52 +184,6 @@ def build_corpus(facts: Iterable[CountryFacts] | None = None) -> list[Passage]:
   if len(set(ids)) != len(ids):
     raise ValueError("Duplicate passage ids in the corpus; entity slugs must be unique.")
   return passages
-
-
-def _write_atomic(path: str, chunks: Iterable[str]) -> None:
-  """Writes text via a temp file in the same directory, then renames it.
-
-  A reader never sees a half-written file, even if the writer is killed.
-  """
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  # A unique name opened with "x" (not mkstemp, whose files are private)
-  # keeps the usual permissions of the directory's other files.
-  tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-  try:
-    with open(tmp, "x", encoding="utf-8") as fh:
-      for chunk in chunks:
-        fh.write(chunk)
-    os.replace(tmp, path)
-  except BaseException:
-    if os.path.exists(tmp):
-      os.unlink(tmp)
-    raise
-
-
-def write_jsonl(path: str, records: Iterable[dict]) -> None:
-  """Writes records as JSON lines, atomically."""
-  _write_atomic(path, (json.dumps(rec, ensure_ascii=False) + "\n" for rec in records))
-
-
-def write_json(path: str, obj) -> None:
-  """Writes one JSON document (indented), atomically."""
-  _write_atomic(path, [json.dumps(obj, ensure_ascii=False, indent=2) + "\n"])
-
-
-def read_jsonl(path: str) -> list[dict]:
-  """Reads JSON lines, skipping blank lines; errors name the bad line."""
-  records = []
-  with open(path, encoding="utf-8") as fh:
-    for lineno, line in enumerate(fh, 1):
-      line = line.strip()
-      if not line:
-        continue
-      try:
-        records.append(json.loads(line))
-      except json.JSONDecodeError as err:
-        raise ValueError(f"{path}:{lineno}: not valid JSON ({err.msg}); fix or remove that line.") from err
-  return records
 
 
 def save_corpus(path: str, passages: Iterable[Passage]) -> None:

@@ -28,11 +28,10 @@ from lskill_jax.envs.searchqa.corpus import (
   format_count,
   join_names,
   passage_id,
-  read_jsonl,
-  write_jsonl,
 )
 from lskill_jax.envs.searchqa.facts import CountryFacts, fold_accents
 from lskill_jax.envs.searchqa.metrics import contains_answer, normalize_answer
+from lskill_jax.io import read_jsonl, write_jsonl
 
 SKILL_TYPES = ("direct_retrieval", "multi_hop", "comparison")
 _ID_PREFIX = {"direct_retrieval": "dr", "multi_hop": "mh", "comparison": "cmp"}
