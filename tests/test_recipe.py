@@ -268,6 +268,12 @@ def test_overlong_split_keeps_long_documents_as_pieces(tmp_path):
   assert pieces[0] == texts[0] and len(pieces) > 3
   n = [len(bb.tokenizer(p, add_special_tokens=False)["input_ids"]) for p in pieces]
   assert max(n) <= 256 - 43
+  # Validation interleaves the pieces, so each entry's neighbour (its "other" document) comes
+  # from another document.
+  two = [long.replace("word", f"{tag} word") for tag in ("first", "second")]
+  mixed = datasets.fitting(bb.tokenizer, two, 256, "validation", overlong="split", interleave=True)
+  assert sorted(mixed) == sorted(datasets.fitting(bb.tokenizer, two, 256, "train", overlong="split"))
+  assert [("first" in p, "second" in p) for p in mixed[:6]] == [(True, False), (False, True)] * 3
   c.data.overlong = "chop"
   with pytest.raises(run_config.ConfigError, match="data.overlong='chop'"):
     run_config.check_values(c)

@@ -38,11 +38,15 @@ def load_stage1_texts(data_cfg) -> tuple[list[str], list[str]]:
   return train, val
 
 
-def fitting(tokenizer, texts: list[str], seq_len: int, where: str, overlong: str = "skip") -> list[str]:
+def fitting(tokenizer, texts: list[str], seq_len: int, where: str, overlong: str = "skip",
+            interleave: bool = False) -> list[str]:
   """The documents that fit the length budget; refuses a corpus where none does.
 
   overlong: "skip" drops longer documents (counted); "split" cuts each at paragraphs into
   consecutive pieces that fit (`stage1.split_to_fit`), so long manuals still teach.
+  interleave: order the pieces round-robin over their documents (every document's first
+  piece, then every second piece, ...). Validation takes "another document" to be the
+  neighbouring entry, which must then come from another document, not the same manual.
   """
   if overlong not in stage1.OVERLONG:
     raise records.DataError(f"data.overlong={overlong!r}: must be one of {stage1.OVERLONG}.")
@@ -52,7 +56,11 @@ def fitting(tokenizer, texts: list[str], seq_len: int, where: str, overlong: str
   if overlong == "split" and len(kept) < len(texts):
     count = lambda x: len(tokenizer(x, add_special_tokens=False)["input_ids"])
     long = [t for t, n in zip(texts, lengths) if n > budget]
-    pieces = [p for t in long for p in stage1.split_to_fit(t, count, budget)]
+    per_doc = [stage1.split_to_fit(t, count, budget) for t in long]
+    if interleave:
+      pieces = [ps[i] for i in range(max(map(len, per_doc), default=0)) for ps in per_doc if i < len(ps)]
+    else:
+      pieces = [p for ps in per_doc for p in ps]
     logging.info("%s: %d documents over the %d-token budget split into %d pieces.",
                  where, len(long), seq_len, len(pieces))
     kept += pieces
@@ -91,7 +99,7 @@ def make_datasets(config, tokenizer, rows: Sequence[int] | None = None):
     train, val = load_stage1_texts(config.data)
     overlong = config.data.get("overlong", "skip")
     train = fitting(tokenizer, train, config.data.seq_len, "train", overlong)
-    val = fitting(tokenizer, val, config.data.seq_len, "validation", overlong) if val else []
+    val = fitting(tokenizer, val, config.data.seq_len, "validation", overlong, interleave=True) if val else []
     return (pipeline.stage1_dataset(tokenizer, train, dcfg, rows=rows),
             _stage1_batches(config, tokenizer, val[:config.train.eval_docs]))
   train_recs, val_recs = _stage2_split(config)
@@ -114,7 +122,8 @@ def eval_batches(config, tokenizer, splits=("val",), docs: int | None = None) ->
   if config.stage == 1:
     texts = dict(zip(SPLITS, load_stage1_texts(config.data)))
     return {x: _stage1_batches(config, tokenizer, (
-        fitting(tokenizer, texts[x], config.data.seq_len, x, config.data.get("overlong", "skip"))
+        fitting(tokenizer, texts[x], config.data.seq_len, x, config.data.get("overlong", "skip"),
+                interleave=True)
         if texts[x] else [])[:docs])
             for x in splits}
   recs = dict(zip(SPLITS, _stage2_split(config)))
