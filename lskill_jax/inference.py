@@ -1,12 +1,14 @@
 """The public inference entry points: `forward` and `generate` on a loaded Backbone.
 
 These are thin host-side wrappers: they validate inputs, tokenize, place arrays with their
-shardings, and call the pure functions of `backbone.model` / `backbone.generation` through
-`jax.jit` with explicit in/out shardings (compiled once per shape and kept).
+shardings on the backbone's mesh, and call the module-level jitted `forward_logits` /
+`generate_tokens` under that mesh (compiled once per shape and kept); those constrain their
+outputs by logical axes.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import Sequence
 
 from absl import logging
@@ -16,7 +18,7 @@ import numpy as np
 
 from lskill_jax.backbone import generation, model
 from lskill_jax.backbone.loading import Backbone
-from lskill_jax.sharded_call import call, put
+from lskill_jax import sharding as shd
 
 _PROMPT_BUCKET = 32
 
@@ -51,9 +53,14 @@ def _lora_args(bb: Backbone, adapter, alpha):
   return adapter.mount(bb, alpha)
 
 
-def _forward_impl(params, tokens, segment_ids, positions, lora, lora_coef, *, cfg, remat):
-  return model.forward(params, cfg, tokens, segment_ids=segment_ids, positions=positions,
-                       lora=lora, lora_coef=lora_coef, remat=remat)
+@functools.partial(jax.jit, static_argnames=("cfg", "remat", "replicate"))
+def forward_logits(params, tokens, segment_ids, positions, lora, lora_coef, *, cfg, remat,
+                   replicate=False):
+  """`model.forward`, jitted; logits sharded (batch, act_seq, act_vocab), or whole on every
+  device when `replicate` (a mesh over several processes, each reading them on its host)."""
+  logits = model.forward(params, cfg, tokens, segment_ids=segment_ids, positions=positions,
+                         lora=lora, lora_coef=lora_coef, remat=remat)
+  return shd.constrain_outputs(logits, ("batch", "act_seq", "act_vocab"), replicate)
 
 
 def forward(bb: Backbone, tokens, *, segment_ids=None, positions=None, attention_mask=None,
@@ -73,26 +80,33 @@ def forward(bb: Backbone, tokens, *, segment_ids=None, positions=None, attention
     raise ValueError(f"segment_ids/attention_mask shape {segment_ids.shape} != tokens shape {tokens.shape}")
   if positions is None:
     positions = model.segment_positions(jnp.asarray(segment_ids))
-  mesh = bb.mesh
+  mesh = shd.mesh_or_default(bb.mesh)
   lora, coef = _lora_args(bb, adapter, alpha)
-  args = (bb.params, put(tokens, mesh, ("batch", "act_seq")),
-          put(segment_ids, mesh, ("batch", "act_seq")),
-          put(np.asarray(positions, np.int32), mesh, ("batch", "act_seq")),
-          lora, put(coef, mesh, (None,) * np.ndim(coef)))
-  out_shape = (*tokens.shape, cfg.vocab_size)
-  return call(_forward_impl, mesh, {"cfg": cfg, "remat": remat}, args,
-               ("batch", "act_seq", "act_vocab"), out_shape)
+  seq = ("batch", "act_seq")
+  with jax.set_mesh(mesh):
+    return forward_logits(
+        bb.params, shd.put(tokens, mesh, seq), shd.put(segment_ids, mesh, seq),
+        shd.put(np.asarray(positions, np.int32), mesh, seq), lora,
+        shd.put(coef, mesh, (None,) * np.ndim(coef)), cfg=cfg, remat=remat,
+        replicate=mesh.is_multi_process)
 
 
 # ----------------------------------------------------------------------------- generation
 
 
-def _generate_impl(params, prompt, mask, key, temperature, top_p, lora, lora_coef, *, cfg,
-                   max_new_tokens, stop_ids, pad_id, greedy):
-  return generation.generate_tokens(
-      params, cfg, prompt, mask, key, max_new_tokens=max_new_tokens, stop_ids=stop_ids,
-      pad_id=pad_id, greedy=greedy, temperature=temperature, top_p=top_p, lora=lora,
-      lora_coef=lora_coef)
+@functools.partial(jax.jit, static_argnames=(
+    "cfg", "max_new_tokens", "stop_ids", "pad_id", "greedy", "replicate"))
+def generate_tokens(params, prompt, mask, key_data, temperature, top_p, lora, lora_coef, *, cfg,
+                    max_new_tokens, stop_ids, pad_id, greedy, replicate=False):
+  """`generation.generate_tokens`, jitted: (new tokens [B, max_new_tokens], lengths [B]).
+
+  The key travels as raw uint32 data, so that it is placed like any other array; outputs are
+  sharded by batch, or whole on every device when `replicate` (as in `forward_logits`)."""
+  out = generation.generate_tokens(
+      params, cfg, prompt, mask, jax.random.wrap_key_data(key_data),
+      max_new_tokens=max_new_tokens, stop_ids=stop_ids, pad_id=pad_id, greedy=greedy,
+      temperature=temperature, top_p=top_p, lora=lora, lora_coef=lora_coef)
+  return shd.constrain_outputs(out, (("batch", None), ("batch",)), replicate)
 
 
 def left_pad(seqs: Sequence[Sequence[int]], pad_id: int, bucket: int = _PROMPT_BUCKET):
@@ -132,25 +146,18 @@ def generate_ids(bb: Backbone, prompts: Sequence[Sequence[int]], *, max_new_toke
   tokens, mask = left_pad(prompts, pad_id)
   check_tokens(tokens, cfg.vocab_size)
   stop = tuple(sorted(set(stop_ids if stop_ids is not None else default_stop_ids(bb))))
-  mesh = bb.mesh
+  mesh = shd.mesh_or_default(bb.mesh)
   lora, coef = _lora_args(bb, adapter, alpha)
-  args = (bb.params, put(tokens, mesh, ("batch", None)), put(mask, mesh, ("batch", None)),
-          put(jax.random.key_data(jax.random.key(seed)), mesh, (None,)),
-          put(np.float32(temperature), mesh, ()), put(np.float32(top_p), mesh, ()),
-          lora, put(coef, mesh, (None,) * np.ndim(coef)))
-  static = {"cfg": cfg, "max_new_tokens": int(max_new_tokens), "stop_ids": stop,
-            "pad_id": int(pad_id), "greedy": temperature == 0.0}
-  B = tokens.shape[0]
-  out, lengths = call(_generate_keydata, mesh, static, args,
-                       (("batch", None), ("batch",)), ((B, max_new_tokens), (B,)))
+  with jax.set_mesh(mesh):
+    out, lengths = generate_tokens(
+        bb.params, shd.put(tokens, mesh, ("batch", None)), shd.put(mask, mesh, ("batch", None)),
+        shd.put(jax.random.key_data(jax.random.key(seed)), mesh, (None,)),
+        shd.put(np.float32(temperature), mesh, ()), shd.put(np.float32(top_p), mesh, ()),
+        lora, shd.put(coef, mesh, (None,) * np.ndim(coef)), cfg=cfg,
+        max_new_tokens=int(max_new_tokens), stop_ids=stop, pad_id=int(pad_id),
+        greedy=temperature == 0.0, replicate=mesh.is_multi_process)
   out, lengths = np.asarray(out), np.asarray(lengths)
-  return [out[i, :lengths[i]].tolist() for i in range(B)]
-
-
-def _generate_keydata(params, prompt, mask, key_data, temperature, top_p, lora, lora_coef, **kw):
-  # Keys travel as raw uint32 data so they shard like any other array.
-  return _generate_impl(params, prompt, mask, jax.random.wrap_key_data(key_data), temperature,
-                        top_p, lora, lora_coef, **kw)
+  return [out[i, :lengths[i]].tolist() for i in range(tokens.shape[0])]
 
 
 def default_stop_ids(bb: Backbone) -> tuple[int, ...]:

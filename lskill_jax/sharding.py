@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 import jax
 from jax.experimental import multihost_utils
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import AxisType, Mesh, NamedSharding, PartitionSpec as P
 
@@ -71,6 +72,15 @@ def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1,
                        devices=devices)
 
 
+def mesh_or_default(*meshes: Mesh | None) -> Mesh:
+  """The first of `meshes` that is not None; without one, a one-device mesh on this process's
+  first device: the device a plain `jax.jit` runs on, so results are those of an unsharded run."""
+  for mesh in meshes:
+    if mesh is not None:
+      return mesh
+  return make_mesh(1, 1, 1, devices=jax.local_devices()[:1])
+
+
 def spec_for(logical: Logical, shape: Sequence[int], mesh_shape: dict[str, int]) -> P:
   """PartitionSpec for an array of `shape` whose dimensions have the given logical names."""
   if len(logical) != len(shape):
@@ -105,12 +115,30 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
+def put(x, mesh: Mesh, logical: Logical) -> jax.Array:
+  """Host value -> device array placed with the sharding its logical axes give on `mesh`."""
+  x = jnp.asarray(x)
+  return jax.device_put(x, named_sharding(mesh, logical, x.shape))
+
+
 def constrain(x: jax.Array, logical: Logical) -> jax.Array:
-  """Sharding constraint by logical axes under the active mesh; a no-op without one."""
+  """Sharding constraint by logical axes under the active mesh; a no-op without one (or on a
+  one-device mesh, where there is nothing to split)."""
   mesh = jax.sharding.get_abstract_mesh()
-  if mesh.empty:
+  if mesh.empty or mesh.size == 1:
     return x
   return jax.lax.with_sharding_constraint(x, spec_for(logical, x.shape, dict(mesh.shape)))
+
+
+def constrain_outputs(tree: Any, logical_tree: Any, replicate: bool = False) -> Any:
+  """`constrain` for the outputs of a jitted function, given a matching tree of logical axes.
+
+  replicate: every output whole on every device instead, for a mesh that spans several
+  processes whose callers read the outputs on the host (a process reads only what it holds).
+  """
+  if replicate:
+    logical_tree = jax.tree.map(lambda x: (None,) * np.ndim(x), tree)
+  return jax.tree.map(lambda lg, x: constrain(x, lg), logical_tree, tree, is_leaf=is_logical)
 
 
 def process_rows(sharding: jax.sharding.Sharding, shape: Sequence[int]) -> tuple[int, ...]:

@@ -155,9 +155,7 @@ class Adapter:
   def mount(self, bb, alpha: float = 1.0):
     """(lora tree for `backbone.model`, coefficient α·s); placed on the backbone's mesh."""
     self.check_fits(bb.config)
-    ad = self
-    if bb.mesh is not None:
-      ad = jax.device_put(self, self.shardings(bb.mesh))
+    ad = jax.device_put(self, self.shardings(shd.mesh_or_default(bb.mesh)))
     lora = {t: {"a": ad.a[t], "b": ad.b[t]} for t in ad.targets}
     return lora, jnp.float32(alpha * self.scale)
 

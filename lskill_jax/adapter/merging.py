@@ -36,8 +36,7 @@ def merge(bb: Backbone, adapter: Adapter, alpha: float = 1.0) -> Backbone:
   params = dict(bb.params)
   layers = _merge_layers(bb.params["layers"], adapter.a, adapter.b,
                          jnp.float32(alpha * adapter.scale))
-  if bb.mesh is not None:
-    layers = jax.device_put(layers, jax.tree.map(lambda x: x.sharding, bb.params["layers"]))
+  layers = jax.device_put(layers, jax.tree.map(lambda x: x.sharding, bb.params["layers"]))
   params["layers"] = layers
   return dataclasses.replace(bb, params=params)
 

@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import ml_dtypes
 import numpy as np
-from jax.sharding import Mesh, SingleDeviceSharding
+from jax.sharding import Mesh
 
 from lskill_jax import sharding as shd
 from lskill_jax.backbone import model
@@ -33,7 +33,8 @@ _DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16": np.
 
 @dataclasses.dataclass
 class Backbone:
-  """A frozen decoder: its config, params pytree, tokenizer (or None) and optional mesh."""
+  """A frozen decoder: its config, params pytree, tokenizer (or None) and the mesh its params
+  are placed on (None: `sharding.mesh_or_default`, one device)."""
   config: BackboneConfig
   params: dict[str, Any]
   tokenizer: Any = None
@@ -115,8 +116,10 @@ def params_from_source(src: hf_dir.TensorSource, cfg: BackboneConfig, dtype: str
                        mesh: Mesh | None = None, where: str = "checkpoint") -> dict[str, Any]:
   """Builds the params pytree from HF-layout tensors, each leaf placed with its sharding.
 
-  With a mesh, every device reads only its own slice of each tensor (memory-mapped).
+  Every device of the mesh (default: `sharding.mesh_or_default`) reads only its own slice of
+  each tensor (memory-mapped).
   """
+  mesh = shd.mesh_or_default(mesh)
   if dtype not in _DTYPES:
     raise ValueError(f"dtype {dtype!r} is not supported; use one of {sorted(_DTYPES)}.")
   np_dtype = _DTYPES[dtype]
@@ -126,8 +129,7 @@ def params_from_source(src: hf_dir.TensorSource, cfg: BackboneConfig, dtype: str
   params: dict[str, Any] = {}
   for path, (key, transpose) in hf_key_map(cfg).items():
     shape = _get(shapes, path)
-    sharding = (shd.named_sharding(mesh, _get(logical, path), shape) if mesh is not None
-                else SingleDeviceSharding(jax.devices()[0]))
+    sharding = shd.named_sharding(mesh, _get(logical, path), shape)
 
     def read(index, key=key, transpose=transpose, stacked=path[0] == "layers") -> np.ndarray:
       def one(k, idx):
@@ -187,8 +189,9 @@ def load_backbone(source: str, dtype: str = "float32", mesh: Mesh | None = None,
   """Loads a backbone from an HF directory, a .gguf file, or an embedded model name.
 
   `mesh` (see `lskill_jax.sharding.make_mesh`) places every leaf directly with its
-  sharding; without one the params live on the default device.
+  sharding; without one the params live on one device (`sharding.mesh_or_default`).
   """
+  mesh = shd.mesh_or_default(mesh)
   path = resolve_source(os.fspath(source))
   if os.path.isdir(path):
     hf_cfg = hf_dir.read_config(path)
@@ -211,10 +214,8 @@ def random_backbone(cfg: BackboneConfig, seed: int = 0, dtype: str = "float32",
                     mesh: Mesh | None = None, tokenizer=None) -> Backbone:
   """A backbone with random weights (tests, benchmarks, shape experiments)."""
   params = model.init_params(jax.random.key(seed), cfg, jnp.dtype(_DTYPES[dtype]))
-  if mesh is not None:
-    params = jax.device_put(params, shd.tree_shardings(mesh, model.param_logical_axes(cfg), params))
-  return Backbone(config=cfg, params=params, tokenizer=tokenizer, mesh=mesh,
-                  source=f"random(seed={seed})")
+  return with_mesh(Backbone(config=cfg, params=params, tokenizer=tokenizer,
+                            source=f"random(seed={seed})"), shd.mesh_or_default(mesh))
 
 
 def backbone_from_config(config, mesh: Mesh | None = None, seed: int = 0) -> Backbone:

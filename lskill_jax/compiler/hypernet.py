@@ -156,6 +156,9 @@ def normalize_states(hparams: HParams, states: jax.Array, spec: CompilerSpec) ->
   return states
 
 
+_encode_jit = jax.jit(encode_memory, static_argnames="spec")
+
+
 def state_statistics(states: jax.Array, floor: float = 1e-2) -> dict[str, jax.Array]:
   """Standardisation statistics from memory states [N, L, M, H] of N >= 2 documents.
 
@@ -180,8 +183,7 @@ def calibrate(hparams: HParams, backbone_params, doc_batches, *, spec: CompilerS
   """
   if spec.state_norm != "standardize":
     return hparams
-  encode = jax.jit(encode_memory, static_argnames="spec")
-  states = np.concatenate([shd.to_host(encode(hparams, backbone_params, t, m, spec=spec))
+  states = np.concatenate([shd.to_host(_encode_jit(hparams, backbone_params, t, m, spec=spec))
                            for t, m in doc_batches])
   return {**hparams, "state_stats": state_statistics(jnp.asarray(states))}
 

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import os
 from typing import Any, Sequence
@@ -22,7 +23,6 @@ from lskill_jax.compiler import checkpoint as ckpt
 from lskill_jax.compiler import hypernet, latentskill_io, shipped
 from lskill_jax.compiler.documents import DocumentError, SkillDocument, parse_skill
 from lskill_jax.compiler.hypernet import CompilerSpec
-from lskill_jax.sharded_call import call, put
 
 OVERLONG = ("error", "truncate", "chunk")
 _LENGTH_BUCKET = 64
@@ -85,7 +85,7 @@ class SkillCompiler:
     shardings = param_shardings(spec, abstract, backbone.mesh)
     if params_dir.endswith(".safetensors"):
       params = shipped.read_params(params_dir, abstract)
-      params = jax.device_put(params, shardings) if shardings is not None else jax.device_put(params)
+      params = jax.device_put(params, shardings)
     else:
       params = ckpt.restore_params(params_dir, ckpt.abstract_like(abstract, shardings))
     return cls(backbone, spec, params)
@@ -145,21 +145,12 @@ class SkillCompiler:
   def compile_tokens(self, tokens: np.ndarray, mask: np.ndarray) -> Adapter:
     """Token ids [B, T] (left-padded, mask 1 on tokens) -> one per-row Adapter of batch B."""
     bb = self.backbone
-    mesh = bb.mesh
-    B = tokens.shape[0]
-    g = self.spec.geometry
-    shapes = bb.config.projection_shapes()
-    a_logical, b_logical, a_shapes, b_shapes = {}, {}, {}, {}
-    for t in self.spec.targets:
-      d_in, d_out = hypernet.model.projection_logical_axes(t)
-      a_logical[t] = ("layers", "batch", d_in, "lora_rank")
-      b_logical[t] = ("layers", "batch", "lora_rank", d_out)
-      a_shapes[t] = (g.num_layers, B, shapes[t][0], g.rank)
-      b_shapes[t] = (g.num_layers, B, g.rank, shapes[t][1])
-    args = (self.params, bb.params, put(np.asarray(tokens, np.int32), mesh, ("batch", None)),
-            put(np.asarray(mask, np.int32), mesh, ("batch", None)))
-    a, b = call(_compile_impl, mesh, {"spec": self.spec}, args,
-                (a_logical, b_logical), (a_shapes, b_shapes))
+    mesh = shd.mesh_or_default(bb.mesh)
+    with jax.set_mesh(mesh):
+      a, b = compile_factors(self.params, bb.params,
+                             shd.put(np.asarray(tokens, np.int32), mesh, ("batch", None)),
+                             shd.put(np.asarray(mask, np.int32), mesh, ("batch", None)),
+                             spec=self.spec, replicate=mesh.is_multi_process)
     return Adapter.from_factors(a, b, self.spec.scale, base_fingerprint=base_fingerprint(bb.config),
                                 producer="lskill_jax.compiler", compiler_id=self.checkpoint_id)
 
@@ -230,8 +221,18 @@ class SkillCompiler:
 # ----------------------------------------------------------------------------- helpers
 
 
-def _compile_impl(hparams, backbone_params, tokens, mask, *, spec):
-  return hypernet.compile_lora(hparams, backbone_params, tokens, mask, spec=spec)
+@functools.partial(jax.jit, static_argnames=("spec", "replicate"))
+def compile_factors(hparams, backbone_params, tokens, mask, *, spec, replicate=False):
+  """`hypernet.compile_lora`, jitted: per-row factors a[t] [L, B, d_in, r], b[t] [L, B, r, d_out]
+  sharded by their logical axes, or whole on every device when `replicate` (a mesh over several
+  processes, each reading the adapters on its host)."""
+  a, b = hypernet.compile_lora(hparams, backbone_params, tokens, mask, spec=spec)
+  a_axes, b_axes = {}, {}
+  for t in spec.targets:
+    d_in, d_out = hypernet.model.projection_logical_axes(t)
+    a_axes[t] = ("layers", "batch", d_in, "lora_rank")
+    b_axes[t] = ("layers", "batch", "lora_rank", d_out)
+  return shd.constrain_outputs((a, b), (a_axes, b_axes), replicate)
 
 
 def _left_pad(seqs: list[list[int]], batch_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -247,18 +248,20 @@ def _left_pad(seqs: list[list[int]], batch_size: int) -> tuple[np.ndarray, np.nd
   return tokens, mask
 
 
-def param_shardings(spec: CompilerSpec, abstract, mesh):
-  if mesh is None:
-    return None
-  return shd.tree_shardings(mesh, hypernet.param_logical_axes(abstract), abstract)
+def param_shardings(spec: CompilerSpec, abstract, mesh=None):
+  """Shardings of the compiler params on `mesh` (default: `sharding.mesh_or_default`)."""
+  return shd.tree_shardings(shd.mesh_or_default(mesh), hypernet.param_logical_axes(abstract),
+                            abstract)
+
+
+@functools.partial(jax.jit, static_argnames="spec")
+def _init(key, spec: CompilerSpec):
+  params = hypernet.init(key, spec)
+  return shd.constrain_outputs(params, hypernet.param_logical_axes(params))
 
 
 def init_params(spec: CompilerSpec, seed: int, mesh=None):
-  """Initialised compiler params, created directly with their shardings under a mesh."""
-  key = jax.random.key(seed)
-  if mesh is None:
-    return jax.jit(hypernet.init, static_argnums=1)(key, spec)
-  abstract = jax.eval_shape(lambda: hypernet.init(key, spec))
-  shardings = param_shardings(spec, abstract, mesh)
-  with jax.set_mesh(mesh):
-    return jax.jit(hypernet.init, static_argnums=1, out_shardings=shardings)(key, spec)
+  """Initialised compiler params, created directly with their shardings on `mesh` (default:
+  `sharding.mesh_or_default`)."""
+  with jax.set_mesh(shd.mesh_or_default(mesh)):
+    return _init(jax.random.key(seed), spec)

@@ -14,6 +14,7 @@ not finite leaves params and optimizer state unchanged and reports `skipped = 1`
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -201,3 +202,30 @@ def state_shardings(mesh, state: TrainState):
   opt_sh = jax.tree.map(lambda x: p_sh if is_params_like(x) else shd.replicated(mesh),
                         state.opt_state, is_leaf=is_params_like)
   return TrainState(shd.replicated(mesh), p_sh, opt_sh)
+
+
+def constrain_state(state: TrainState) -> TrainState:
+  """Inside a jitted function: the train state constrained as `state_shardings` places it."""
+  p_axes = hypernet.param_logical_axes(state.params)
+  params_def = jax.tree.structure(state.params)
+  is_params_like = lambda x: jax.tree.structure(x) == params_def
+  opt = jax.tree.map(lambda x: shd.constrain_outputs(x, p_axes) if is_params_like(x)
+                     else shd.constrain(x, (None,) * x.ndim), state.opt_state, is_leaf=is_params_like)
+  return TrainState(shd.constrain(state.step, ()), shd.constrain_outputs(state.params, p_axes), opt)
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "cfg", "optimizer", "schedule"),
+                   donate_argnums=(0,))
+def train_step_jit(state: TrainState, batch: dict, backbone_params, *, spec: CompilerSpec,
+                   cfg: StepConfig, optimizer: optax.GradientTransformation, schedule):
+  """`train_step`, jitted (the state donated); the new state keeps the state's shardings."""
+  state, metrics = train_step(state, batch, backbone_params, spec=spec, cfg=cfg,
+                              optimizer=optimizer, schedule=schedule)
+  return constrain_state(state), metrics
+
+
+@functools.partial(jax.jit, static_argnames=("spec", "cfg"))
+def eval_step_jit(params, backbone_params, batch: dict, *, spec: CompilerSpec, cfg: StepConfig):
+  """`eval_step`, jitted; per-row values sharded by batch, the scalars replicated."""
+  out = eval_step(params, backbone_params, batch, spec=spec, cfg=cfg)
+  return shd.constrain_outputs(out, {k: ("batch",) if out[k].ndim else () for k in out})

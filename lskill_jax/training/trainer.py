@@ -42,7 +42,7 @@ from lskill_jax.training import optimizer as optim
 from lskill_jax.training import run_config
 from lskill_jax.training.datasets import make_datasets
 from lskill_jax.training.step import (BATCH_KEYS, StepConfig, TrainState,
-                                      state_shardings, train_step)
+                                      state_shardings, train_step_jit)
 from lskill_jax.training.validation import validate
 
 
@@ -70,9 +70,7 @@ def _checkpoint_manager(workdir: str, keep: int, async_save: bool = True) -> ocp
                                item_names=("params", "opt_state", "data"), options=options)
 
 
-def _abstract(tree, shardings=None):
-  if shardings is None:
-    return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+def _abstract(tree, shardings):
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
 
 
@@ -87,8 +85,6 @@ def _init_from(path: str, spec, abstract_params, shardings):
 
 def _global_batch(raw: dict, keys, mesh, batch_size: int) -> dict:
   """This process's rows of a batch -> global arrays [batch_size, ...] sharded over the mesh."""
-  if mesh is None:
-    return {k: jnp.asarray(raw[k]) for k in keys}
   out = {}
   for k in keys:
     shape = (batch_size, *raw[k].shape[1:])
@@ -108,8 +104,6 @@ def _calibrated(params, bb, spec, train_ds, docs: int, mesh, shardings, batch_si
     batches.append((g["doc_tokens"], g["doc_mask"]))
     seen += batch_size
   logging.info("calibrating memory-state statistics on %d training examples", seen)
-  if mesh is None:
-    return calibrate(params, bb.params, batches, spec=spec)
   with jax.set_mesh(mesh):
     params = calibrate(params, bb.params, batches, spec=spec)
   return jax.device_put(params, shardings)
@@ -170,7 +164,8 @@ def train(config, workdir: str, mesh=None, max_steps: int | None = None,
     raise ValueError(
         f"workdir {workdir!r}: the trainer writes its workdir with ordinary file I/O; mount the "
         "bucket on every host (Cloud Storage FUSE) and pass the mounted path instead.")
-  if mesh is None and jax.process_count() > 1:
+  mesh = shd.mesh_or_default(mesh)
+  if jax.process_count() > 1 and not mesh.is_multi_process:
     raise ValueError(f"training in {jax.process_count()} processes needs a mesh over all their "
                      "devices: pass --mesh (or set config.mesh), e.g. data=-1.")
   primary = jax.process_index() == 0  # one process writes the run's own files; Orbax syncs its own
@@ -198,20 +193,20 @@ def train(config, workdir: str, mesh=None, max_steps: int | None = None,
                         distill_weight=t.get("distill_weight", 0.0))
 
   # Each process builds only the rows of every global batch that its devices hold.
-  rows = None if mesh is None else shd.process_rows(
+  rows = shd.process_rows(
       shd.named_sharding(mesh, ("batch", None), (t.batch_size, 1)), (t.batch_size, 1))
   train_ds, val_batches = make_datasets(config, bb.tokenizer, rows=rows)
   batches = pipeline.Batches(train_ds)
 
   params = init_params(spec, t.seed, mesh)
   state = _init_state(params, opt)
-  shardings = state_shardings(mesh, state) if mesh is not None else None
+  shardings = state_shardings(mesh, state)
   manager = _checkpoint_manager(workdir, t.keep_checkpoints, t.async_checkpointing)
   latest = manager.latest_step()
   if latest is not None:
     restored = manager.restore(latest, args=ocp.args.Composite(
-        params=ocp.args.StandardRestore(_abstract(state.params, shardings and shardings.params)),
-        opt_state=ocp.args.StandardRestore(_abstract(state.opt_state, shardings and shardings.opt_state)),
+        params=ocp.args.StandardRestore(_abstract(state.params, shardings.params)),
+        opt_state=ocp.args.StandardRestore(_abstract(state.opt_state, shardings.opt_state)),
         data=ocp.args.JsonRestore()))
     state = TrainState(jnp.int32(restored.data["step"]), restored.params, restored.opt_state)
     batches.set_state(restored.data["iterator"])
@@ -222,21 +217,13 @@ def train(config, workdir: str, mesh=None, max_steps: int | None = None,
                  f" with changes {sorted(changes)}" if changes else "")
   elif config.get("init_from"):
     abstract = jax.eval_shape(lambda: state.params)
-    state = _init_state(_init_from(config.init_from, spec, abstract,
-                                   shardings.params if shardings else None), opt)
+    state = _init_state(_init_from(config.init_from, spec, abstract, shardings.params), opt)
     logging.info("initialised compiler params from %s", config.init_from)
   elif spec.state_norm == "standardize":
     state = _init_state(_calibrated(state.params, bb, spec, train_ds, t.get("calibration_docs", 64),
-                                    mesh, shardings and shardings.params, t.batch_size), opt)
+                                    mesh, shardings.params, t.batch_size), opt)
 
-  step_fn = jax.jit(lambda s, b, bp: train_step(s, b, bp, spec=spec, cfg=step_cfg, optimizer=opt,
-                                                schedule=sched),
-                    donate_argnums=(0,),
-                    **({} if mesh is None else dict(
-                        in_shardings=(shardings, {k: shd.named_sharding(mesh, ("batch", None), (t.batch_size, 1))
-                                                  for k in BATCH_KEYS},
-                                      jax.tree.map(lambda x: x.sharding, bb.params)),
-                        out_shardings=(shardings, None))))
+  state = jax.device_put(state, shardings)  # where the jitted step keeps it
 
   writer = MetricsWriter(workdir)
   start = int(jax.device_get(state.step))
@@ -252,11 +239,9 @@ def train(config, workdir: str, mesh=None, max_steps: int | None = None,
     for step in range(start, end):
       raw = next(batches)
       batch = _global_batch(raw, BATCH_KEYS, mesh, t.batch_size)
-      if mesh is not None:
-        with jax.set_mesh(mesh):
-          state, metrics = step_fn(state, batch, bb.params)
-      else:
-        state, metrics = step_fn(state, batch, bb.params)
+      with jax.set_mesh(mesh):
+        state, metrics = train_step_jit(state, batch, bb.params, spec=spec, cfg=step_cfg,
+                                        optimizer=opt, schedule=sched)
       if int(metrics["skipped"]):
         bad_streak += 1
         logging.warning("step %d: non-finite loss or gradient; update skipped.", step + 1)

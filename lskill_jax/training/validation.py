@@ -26,18 +26,12 @@ from lskill_jax.compiler.skill_compiler import SkillCompiler, spec_from_config
 from lskill_jax.data import stage1
 from lskill_jax.data.chat import tokenize_conversation
 from lskill_jax.inference import forward
-from lskill_jax.sharded_call import put
 from lskill_jax.training.datasets import eval_batches
-from lskill_jax.training.step import BATCH_KEYS, StepConfig, eval_step
+from lskill_jax.training.step import BATCH_KEYS, StepConfig, eval_step_jit
 
 CONDITIONS = ("own", "none", "other")
 MODES = ("reconstruction", "completion")
 DOC_SHARE = "adapter_doc_share"  # share of the adapters' squared entries that differs between documents
-
-# Jitted once at module level (spec and cfg are hashable), so every validation of a run
-# reuses the compiled program instead of tracing a fresh lambda.
-_eval_jit = jax.jit(eval_step, static_argnames=("spec", "cfg"))
-
 
 def paired_interval(diffs, level: float = 0.95, resamples: int = 10_000, seed: int = 0):
   """(mean, low, high): a percentile-bootstrap interval for the mean of paired differences."""
@@ -51,7 +45,7 @@ def paired_interval(diffs, level: float = 0.95, resamples: int = 10_000, seed: i
   return float(diffs.mean()), float(low), float(high)
 
 
-def validate(params, bb, spec, step_cfg, batches, mesh) -> dict[str, float]:
+def validate(params, bb, spec, step_cfg, batches, mesh=None) -> dict[str, float]:
   """Mean loss per target token with own / no / another document's adapter, per mode.
 
   Also, per mode, the paired per-document differences `other - own` and `none - own` (each a
@@ -60,16 +54,14 @@ def validate(params, bb, spec, step_cfg, batches, mesh) -> dict[str, float]:
   """
   if not batches:
     return {}
+  mesh = shd.mesh_or_default(mesh, bb.mesh)
   sums: dict[str, dict[str, float]] = {}
   rows: dict[str, dict[str, list]] = {}
   for batch in batches:
     for mode, arrays in batch.items():
-      arrays = {k: put(v, mesh, ("batch", None)) for k, v in arrays.items() if k in BATCH_KEYS}
-      if mesh is not None:
-        with jax.set_mesh(mesh):
-          out = _eval_jit(params, bb.params, arrays, spec=spec, cfg=step_cfg)
-      else:
-        out = _eval_jit(params, bb.params, arrays, spec=spec, cfg=step_cfg)
+      arrays = {k: shd.put(v, mesh, ("batch", None)) for k, v in arrays.items() if k in BATCH_KEYS}
+      with jax.set_mesh(mesh):
+        out = eval_step_jit(params, bb.params, arrays, spec=spec, cfg=step_cfg)
       # Per-row values: split across processes when the batch spans hosts.
       out = {k: shd.to_host(v).astype(np.float64) for k, v in out.items()}
       acc = sums.setdefault(mode, dict.fromkeys(CONDITIONS + ("count", "between", "total"), 0.0))
