@@ -33,6 +33,7 @@ def train_defaults(stage: int) -> ml_collections.ConfigDict:
       contrastive_weight=0.0,         # beyond the paper: reward own adapter over another's (0 = off)
       contrastive_temperature=0.1,    # nats/token at which that reward saturates
       distill_weight=0.0,             # context distillation from the backbone reading the document (0 = off)
+      target_weighting="uniform",     # or "context_gain": tokens count by how much the document helps
       calibration_docs=64,            # compiler.state_norm="standardize": examples to measure on
       remat=True,
       loss_chunk=512,

@@ -16,7 +16,7 @@ from lskill_jax.compiler import hypernet
 from lskill_jax.data import pipeline
 from lskill_jax.training import optimizer as optim
 from lskill_jax.training import run_config
-from lskill_jax.training.losses import lm_loss, teacher_hidden
+from lskill_jax.training.losses import context_gain_weights, lm_loss, teacher_hidden
 from lskill_jax.training.step import StepConfig, TrainState, contrastive_term, train_step
 from lskill_jax.training.trainer import train
 from lskill_jax.training.validation import paired_interval, validate
@@ -142,22 +142,32 @@ def test_distillation_step_adds_the_weighted_kl_and_reports_it():
   assert float(distilled["grad_norm"]) != pytest.approx(float(plain["grad_norm"]))
 
 
+def _documents_and_conversations(bb, Td, T, doc_lens, conv_lens, first_target, *,
+                                 repeat_document=False, seed=0):
+  """Random left-padded documents [2, Td] and right-padded conversations [2, T] (random, or the
+  document repeated), with their masks, segment ids and target weights from `first_target`."""
+  rng = np.random.default_rng(seed)
+  doc_tokens, doc_mask = np.zeros((2, Td), np.int32), np.zeros((2, Td), np.int32)
+  tokens, seg = np.zeros((2, T), np.int32), np.zeros((2, T), np.int32)
+  weights = np.zeros((2, T), np.float32)
+  for i, (nd, nc) in enumerate(zip(doc_lens, conv_lens)):
+    doc = rng.integers(1, bb.config.vocab_size, nd)
+    doc_tokens[i, Td - nd:], doc_mask[i, Td - nd:] = doc, 1
+    tokens[i, :nc] = (np.concatenate([doc, doc])[:nc] if repeat_document
+                      else rng.integers(1, bb.config.vocab_size, nc))
+    seg[i, :nc] = 1
+    weights[i, first_target:nc] = 1.0
+  return doc_tokens, doc_mask, tokens, seg, weights
+
+
 def test_distillation_kl_matches_transformers_reading_the_document(tmp_path):
   # Teacher: the backbone reading [document, conversation]; student: the conversation alone.
   # Padding on both sides and a loss chunk that does not divide the length.
   ref = save_tiny_model(tmp_path)
   bb = lsj.load_backbone(str(tmp_path))
-  rng = np.random.default_rng(0)
   Td, T, doc_lens, conv_lens = 7, 9, (7, 3), (9, 5)
-  doc_tokens, doc_mask = np.zeros((2, Td), np.int32), np.zeros((2, Td), np.int32)
-  tokens, seg = np.zeros((2, T), np.int32), np.zeros((2, T), np.int32)
-  weights = np.zeros((2, T), np.float32)
-  for i, (nd, nc) in enumerate(zip(doc_lens, conv_lens)):
-    doc_tokens[i, Td - nd:] = rng.integers(1, bb.config.vocab_size, nd)
-    doc_mask[i, Td - nd:] = 1
-    tokens[i, :nc] = rng.integers(1, bb.config.vocab_size, nc)
-    seg[i, :nc] = 1
-    weights[i, 2:nc] = 1.0
+  doc_tokens, doc_mask, tokens, seg, weights = _documents_and_conversations(
+      bb, Td, T, doc_lens, conv_lens, first_target=2)
   h_t = teacher_hidden(bb.params, bb.config, doc_tokens, doc_mask, tokens, seg)
   ce, kl, count = lm_loss(bb.params, bb.config, tokens, seg, weights, None, 0.0, remat=False,
                           chunk=4, per_row=True, teacher_h=h_t)
@@ -172,6 +182,42 @@ def test_distillation_kl_matches_transformers_reading_the_document(tmp_path):
     np.testing.assert_allclose(float(kl[i]), float(want_kl), rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(float(ce[i]), float(want_ce), rtol=1e-5)
     assert float(count[i]) == float(w.sum())
+
+
+def test_context_gain_weights_match_transformers_with_and_without_the_document(tmp_path):
+  # Each target token's weight is ∝ max(CE reading the conversation alone − CE reading
+  # [document, conversation], 0), rescaled to keep the row's total weight.
+  ref = save_tiny_model(tmp_path)
+  bb = lsj.load_backbone(str(tmp_path))
+  Td, T, doc_lens, conv_lens = 6, 10, (6, 4), (10, 7)
+  doc_tokens, doc_mask, tokens, seg, weights = _documents_and_conversations(
+      bb, Td, T, doc_lens, conv_lens, first_target=1, repeat_document=True, seed=1)
+  h_t = teacher_hidden(bb.params, bb.config, doc_tokens, doc_mask, tokens, seg)
+  got = np.asarray(context_gain_weights(bb.params, bb.config, tokens, seg, weights, h_t, chunk=3))
+  for i, (nd, nc) in enumerate(zip(doc_lens, conv_lens)):
+    doc, conv = doc_tokens[i, Td - nd:].tolist(), tokens[i, :nc].tolist()
+    with torch.no_grad():
+      with_doc = torch.log_softmax(ref(torch.tensor([doc + conv])).logits[0, nd:].double(), -1)
+      alone = torch.log_softmax(ref(torch.tensor([conv])).logits[0].double(), -1)
+    nxt = torch.tensor(conv[1:])[:, None]
+    gain = (with_doc[:-1].gather(1, nxt) - alone[:-1].gather(1, nxt))[:, 0].clamp(min=0).numpy()
+    want = np.zeros(T)
+    want[1:nc] = weights[i, 1:nc] * gain
+    want *= weights[i].sum() / want.sum()
+    np.testing.assert_allclose(got[i], want, rtol=1e-4, atol=1e-5)
+    assert got[i, 0] == 0 and got[i, nc:].sum() == 0
+  # Copying the document is where reading it helps: repeated tokens weigh most.
+  assert got[0, 7:10].mean() > got[0, 1:6].mean()
+
+
+def test_context_gain_step_trains_and_unknown_weightings_are_refused():
+  plain, gained = _step_metrics(plain={}, gained=dict(target_weighting="context_gain"))
+  assert np.isfinite(float(gained["loss"])) and float(gained["loss"]) != pytest.approx(float(plain["loss"]))
+  assert float(gained["target_tokens"]) == pytest.approx(float(plain["target_tokens"]), rel=1e-5)
+  c = stage1_tiny.get_config()
+  c.train.target_weighting = "surprisal"
+  with pytest.raises(run_config.ConfigError, match="train.target_weighting='surprisal' must be one of"):
+    run_config.check_values(c)
 
 
 def test_paired_interval():

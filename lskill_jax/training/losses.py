@@ -1,6 +1,7 @@
-"""Next-token cross-entropy with a compiled adapter mounted, and the context-distillation KL
-against the frozen backbone reading the document, both computed in sequence chunks so no
-[B, T, V] logits are ever materialised at once (they are recomputed in the backward pass)."""
+"""Next-token cross-entropy with a compiled adapter mounted, the context-distillation KL
+against the frozen backbone reading the document, and target weights by how much the document
+helps predict each token, all computed in sequence chunks so no [B, T, V] logits are ever
+materialised at once (they are recomputed in the backward pass)."""
 
 from __future__ import annotations
 
@@ -44,6 +45,47 @@ def chunked_ce(params, cfg, h: jax.Array, targets: jax.Array, weights: jax.Array
   zeros = jnp.zeros((B,), jnp.float32)
   (ce, kl), _ = jax.lax.scan(body, (zeros, zeros), xs)
   return (ce, kl) if teacher_h is not None else ce
+
+
+def token_ce(params, cfg, h: jax.Array, targets: jax.Array, chunk: int = 512) -> jax.Array:
+  """CE(logits(h[:, t]), targets[:, t]) at every position: [B, T], computed in chunks of T."""
+  B, T, _ = h.shape
+  chunk = min(chunk, T)
+  pad = -T % chunk
+  hp = jnp.pad(h, ((0, 0), (0, pad), (0, 0)))
+  tp = jnp.pad(targets, ((0, 0), (0, pad)))
+  n = (T + pad) // chunk
+
+  def one(_, xs):
+    hc, tc = xs
+    logits = model.lm_logits(params, cfg, hc)
+    picked = jnp.take_along_axis(logits, tc[..., None], axis=-1)[..., 0]
+    return None, jax.nn.logsumexp(logits, axis=-1) - picked
+
+  xs = (hp.reshape(B, n, chunk, -1).swapaxes(0, 1), tp.reshape(B, n, chunk).swapaxes(0, 1))
+  _, ce = jax.lax.scan(one, None, xs)
+  return ce.swapaxes(0, 1).reshape(B, T + pad)[:, :T]
+
+
+def context_gain_weights(backbone_params, cfg, tokens, segment_ids, weights, teacher_h,
+                         chunk: int = 512) -> jax.Array:
+  """Target weights [B, T] (token t's, like `weights`) scaled by how much reading the document
+  helps the frozen backbone predict each token: max(CE without it − CE with it, 0), where
+  teacher_h (`teacher_hidden`) is the backbone with the document in context. Each row is
+  rescaled to keep its total weight, so the loss keeps its per-token normalisation.
+
+  Tokens any reader of this kind of text predicts (syntax, boilerplate) weigh little; those
+  only the document supplies (its names, flags, values) weigh most. Without gradient.
+  """
+  targets = jnp.concatenate([tokens[:, 1:], jnp.zeros_like(tokens[:, :1])], axis=1)
+  plain = final_hidden(backbone_params, cfg, tokens, segment_ids)
+  gain = jnp.maximum(token_ce(backbone_params, cfg, plain, targets, chunk)
+                     - token_ce(backbone_params, cfg, teacher_h, targets, chunk), 0.0)
+  # Position t predicts token t + 1: move the gains onto the tokens they belong to.
+  gain = jnp.concatenate([jnp.zeros_like(gain[:, :1]), gain[:, :-1]], axis=1)
+  scaled = weights * gain
+  total = jnp.sum(weights, axis=-1, keepdims=True)
+  return jax.lax.stop_gradient(scaled * total / jnp.maximum(jnp.sum(scaled, -1, keepdims=True), 1e-6))
 
 
 def final_hidden(backbone_params, cfg, tokens, segment_ids, lora=None, coef=0.0, *,

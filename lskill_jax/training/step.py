@@ -6,8 +6,9 @@ gradients over `accum` micro-batches (token-weighted). With `contrastive_weight`
 scores each conversation with another document's adapter and rewards the margin (beyond the
 paper); with `distill_weight` it adds context distillation: KL from the frozen backbone
 reading the document in its context to the adapter-mounted backbone without it, on the
-conversation's target tokens (as Doc-to-LoRA trains). `loss` always reports the
-language-model loss alone. A step whose loss or gradient is
+conversation's target tokens (as Doc-to-LoRA trains); with `target_weighting="context_gain"`
+target tokens count by how much the document helps predict them. `loss` always reports the
+language-model loss alone (with the target weights in use). A step whose loss or gradient is
 not finite leaves params and optimizer state unchanged and reports `skipped = 1`.
 """
 
@@ -24,9 +25,10 @@ import optax
 from lskill_jax import sharding as shd
 from lskill_jax.compiler import hypernet
 from lskill_jax.compiler.hypernet import CompilerSpec
-from lskill_jax.training.losses import lm_loss, teacher_hidden
+from lskill_jax.training.losses import context_gain_weights, lm_loss, teacher_hidden
 
 BATCH_KEYS = ("doc_tokens", "doc_mask", "tokens", "weights", "segment_ids")
+TARGET_WEIGHTINGS = ("uniform", "context_gain")  # StepConfig.target_weighting
 
 
 class TrainState(NamedTuple):
@@ -46,6 +48,9 @@ class StepConfig:
   contrastive_temperature: float = 0.1  # nats/token; the reward saturates past a few of these
   # Weight of the context-distillation KL (nats/token, like the language-model loss); 0 = off.
   distill_weight: float = 0.0
+  # "uniform": every target token counts once; "context_gain": tokens count by how much
+  # reading the document helps the frozen backbone predict them (`context_gain_weights`).
+  target_weighting: str = "uniform"
 
 
 def _lora(a, b):
@@ -94,11 +99,14 @@ def contrastive_term(own_rows, other_rows, counts, temperature):
 
 def _micro_loss(params, backbone_params, mb, spec: CompilerSpec, cfg: StepConfig, w_norms):
   a, b = hypernet.compile_lora(params, backbone_params, mb["doc_tokens"], mb["doc_mask"], spec=spec)
-  args = (backbone_params, spec.backbone, mb["tokens"], mb["segment_ids"], mb["weights"])
+  by_gain = cfg.target_weighting == "context_gain"
   teacher = (teacher_hidden(backbone_params, spec.backbone, mb["doc_tokens"], mb["doc_mask"],
-                            mb["tokens"], mb["segment_ids"]) if cfg.distill_weight else None)
+                            mb["tokens"], mb["segment_ids"]) if cfg.distill_weight or by_gain else None)
+  weights = (context_gain_weights(backbone_params, spec.backbone, mb["tokens"], mb["segment_ids"],
+                                  mb["weights"], teacher, cfg.loss_chunk) if by_gain else mb["weights"])
+  args = (backbone_params, spec.backbone, mb["tokens"], mb["segment_ids"], weights)
   own = lm_loss(*args, _lora(a, b), spec.scale, remat=cfg.remat, chunk=cfg.loss_chunk,
-                per_row=True, teacher_h=teacher)
+                per_row=True, teacher_h=teacher if cfg.distill_weight else None)
   own_rows, counts = own[0], own[-1]
   lm = jnp.sum(own_rows)
   total, gap_sum, kl_sum = lm, jnp.float32(0), jnp.float32(0)

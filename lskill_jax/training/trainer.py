@@ -190,7 +190,8 @@ def train(config, workdir: str, mesh=None, max_steps: int | None = None,
   step_cfg = StepConfig(accum=t.accum, remat=t.remat, loss_chunk=t.loss_chunk,
                         contrastive_weight=t.get("contrastive_weight", 0.0),
                         contrastive_temperature=t.get("contrastive_temperature", 0.1),
-                        distill_weight=t.get("distill_weight", 0.0))
+                        distill_weight=t.get("distill_weight", 0.0),
+                        target_weighting=t.get("target_weighting", "uniform"))
 
   # Each process builds only the rows of every global batch that its devices hold.
   rows = shd.process_rows(
