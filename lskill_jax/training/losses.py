@@ -20,10 +20,7 @@ def chunked_ce(params, cfg, h: jax.Array, targets: jax.Array, weights: jax.Array
   """
   B, T, H = h.shape
   chunk = min(chunk, T)
-  pad = -T % chunk
-  padded = lambda x: jnp.pad(x, ((0, 0), (0, pad)) + ((0, 0),) * (x.ndim - 2)) if pad else x
-  n = (T + pad) // chunk
-  split = lambda x: padded(x).reshape(B, n, chunk, *x.shape[2:]).swapaxes(0, 1)
+  split = lambda x: _in_chunks(x, chunk)
   xs = (split(h), split(targets), split(weights)) + ((split(teacher_h),) if teacher_h is not None else ())
 
   @jax.checkpoint
@@ -47,14 +44,19 @@ def chunked_ce(params, cfg, h: jax.Array, targets: jax.Array, weights: jax.Array
   return (ce, kl) if teacher_h is not None else ce
 
 
+def _in_chunks(x: jax.Array, chunk: int) -> jax.Array:
+  """[B, T, ...] -> [n, B, chunk, ...], T zero-padded to a multiple of chunk (for a scan)."""
+  B, T = x.shape[:2]
+  pad = -T % chunk
+  if pad:
+    x = jnp.pad(x, ((0, 0), (0, pad)) + ((0, 0),) * (x.ndim - 2))
+  return x.reshape(B, -1, chunk, *x.shape[2:]).swapaxes(0, 1)
+
+
 def token_ce(params, cfg, h: jax.Array, targets: jax.Array, chunk: int = 512) -> jax.Array:
   """CE(logits(h[:, t]), targets[:, t]) at every position: [B, T], computed in chunks of T."""
   B, T, _ = h.shape
   chunk = min(chunk, T)
-  pad = -T % chunk
-  hp = jnp.pad(h, ((0, 0), (0, pad), (0, 0)))
-  tp = jnp.pad(targets, ((0, 0), (0, pad)))
-  n = (T + pad) // chunk
 
   def one(_, xs):
     hc, tc = xs
@@ -62,9 +64,8 @@ def token_ce(params, cfg, h: jax.Array, targets: jax.Array, chunk: int = 512) ->
     picked = jnp.take_along_axis(logits, tc[..., None], axis=-1)[..., 0]
     return None, jax.nn.logsumexp(logits, axis=-1) - picked
 
-  xs = (hp.reshape(B, n, chunk, -1).swapaxes(0, 1), tp.reshape(B, n, chunk).swapaxes(0, 1))
-  _, ce = jax.lax.scan(one, None, xs)
-  return ce.swapaxes(0, 1).reshape(B, T + pad)[:, :T]
+  _, ce = jax.lax.scan(one, None, (_in_chunks(h, chunk), _in_chunks(targets, chunk)))
+  return ce.swapaxes(0, 1).reshape(B, -1)[:, :T]
 
 
 def context_gain_weights(backbone_params, cfg, tokens, segment_ids, weights, teacher_h,
