@@ -54,6 +54,8 @@ def with_training(base: ml_collections.ConfigDict, stage: int) -> ml_collections
   c = base
   c.stage = stage
   c.init_from = ""                    # stage 2: the stage-1 workdir (or a saved compiler)
+  c.init_recalibrate = False          # with init_from: re-measure the memory-state statistics
+                                      # (compiler.state_norm) on this run's training documents
   c.mesh = ""                         # e.g. "data=-1,fsdp=1,tensor=1"; empty: single device
   c.data = data_defaults(stage)
   c.train = train_defaults(stage)

@@ -179,8 +179,7 @@ def test_stage2_starts_from_stage1(tmp_path):
                              {"role": "assistant", "content": "<action>heat cup 1 with microwave 1</action>"}]}
           for i in range(10)]
   write_json(str(tmp_path / "skill_ift" / "train.json"), recs)
-  c = stage2_tiny.get_config()
-  c.compiler.context_len = 640  # the stage-1 tiny spec
+  c = stage2_tiny.get_config()  # its compiler.context_len (128) differs from stage 1's: a limit, not a shape
   c.data.train = str(tmp_path / "skill_ift" / "train.json")
   c.init_from = str(tmp_path / "s1")
   c.train.update(steps=2, async_checkpointing=False, save_every=2, eval_every=2)
@@ -191,6 +190,43 @@ def test_stage2_starts_from_stage1(tmp_path):
   diff = max(float(jnp.abs(a - b).max()) for a, b in zip(jax.tree.leaves(s1.params),
                                                           jax.tree.leaves(out["state"].params)))
   assert diff < 0.05
+
+
+def test_warm_start_keeps_params_and_can_remeasure_state_statistics(tmp_path):
+  c = _config(steps=2, eval_every=0)
+  c.compiler.state_norm = "standardize"
+  train(c, str(tmp_path / "s1"))
+  source = lsj.SkillCompiler.load(str(tmp_path / "s1"), backbone=lsj.backbone_from_config(c)).params
+  write_jsonl(str(tmp_path / "other.jsonl"),
+              [{"text": "Items: " + " ".join(_ITEMS[i:i + 6]) + "."} for i in range(18)])
+
+  def started(name, **changes):
+    w = _config(eval_every=0)
+    w.compiler.update(state_norm="standardize", context_len=320)  # a limit may differ
+    w.data.train = str(tmp_path / "other.jsonl")
+    w.update(init_from=str(tmp_path / "s1"), **changes)
+    return train(w, str(tmp_path / name), max_steps=0)["state"].params
+
+  kept, remeasured = started("kept"), started("remeasured", init_recalibrate=True)
+  for params in (kept, remeasured):
+    for x, y in zip(jax.tree.leaves({**source, "state_stats": None}),
+                    jax.tree.leaves({**params, "state_stats": None})):
+      np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  for x, y in zip(jax.tree.leaves(source["state_stats"]), jax.tree.leaves(kept["state_stats"])):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+  # Short item lists read differently from the starter skills: the statistics must move.
+  assert any(float(jnp.abs(x - y).max()) > 1e-3 for x, y in
+             zip(jax.tree.leaves(source["state_stats"]), jax.tree.leaves(remeasured["state_stats"])))
+
+  wide = _config(eval_every=0)
+  wide.compiler.update(state_norm="standardize", generator_depth=c.compiler.generator_depth + 1)
+  wide.init_from = str(tmp_path / "s1")
+  with pytest.raises(ValueError, match=r"compiler.generator_depth: \d+ there, \d+ here"):
+    train(wide, str(tmp_path / "wide"), max_steps=0)
+  alone = _config()
+  alone.init_recalibrate = True
+  with pytest.raises(ValueError, match="set init_from"):
+    train(alone, str(tmp_path / "alone"))
 
 
 _ITEMS = ("apple lamp towel knife bread kettle mirror pillow candle shelf drawer basket spoon "

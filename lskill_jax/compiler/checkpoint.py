@@ -13,6 +13,7 @@ import dataclasses
 import json
 import os
 import re
+from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
@@ -35,6 +36,12 @@ def spec_to_json(spec: CompilerSpec) -> dict:
   d.pop("backbone")
   d["targets"] = list(spec.targets)
   return d
+
+
+def spec_differences(theirs: CompilerSpec, ours: CompilerSpec) -> dict[str, tuple[Any, Any]]:
+  """{field: (theirs, ours)} for every compiler field that differs between two specs."""
+  a, b = spec_to_json(theirs), spec_to_json(ours)
+  return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
 def spec_from_json(d: dict, backbone: BackboneConfig) -> CompilerSpec:

@@ -127,6 +127,14 @@ def check_values(config) -> None:
     raise ConfigError(f"train.target_weighting={t.target_weighting!r} must be one of "
                       f"{TARGET_WEIGHTINGS} ('uniform': every target token counts once; "
                       "'context_gain': by how much the document helps predict it).")
+  if config.get("init_recalibrate", False):
+    if not config.get("init_from"):
+      raise ConfigError("init_recalibrate=True re-measures the statistics of params loaded by "
+                        "init_from; set init_from to the run to start from, or drop init_recalibrate "
+                        "(a run from scratch measures them anyway).")
+    if config.compiler.get("state_norm", "none") != "standardize":
+      raise ConfigError("init_recalibrate=True needs compiler.state_norm='standardize' (the only "
+                        "norm with measured statistics).")
   overlong = config.get("data", {}).get("overlong", "skip")
   if overlong not in stage1.OVERLONG:
     raise ConfigError(f"data.overlong={overlong!r} must be 'skip' (drop documents over "
@@ -187,10 +195,8 @@ def check_resume(workdir: str, config, spec, fingerprint: str,
           f"{workdir} was trained on base model {blob.get('base_fingerprint')} "
           f"({blob.get('base_model')}), this config builds {fingerprint}; use a new --workdir.")
     theirs = compiler_ckpt.spec_from_json(blob["spec"], spec.backbone)
-    recorded = compiler_ckpt.spec_to_json(theirs)
-    for k, v in compiler_ckpt.spec_to_json(spec).items():
-      if recorded.get(k) != v:
-        changed.setdefault(f"compiler.{k}", (recorded.get(k), v))
+    for k, old_new in compiler_ckpt.spec_differences(theirs, spec).items():
+      changed.setdefault(f"compiler.{k}", old_new)
     if _shapes(theirs) != _shapes(spec):
       names = sorted(k for k in changed if k.startswith("compiler."))
       raise ConfigChangedError(

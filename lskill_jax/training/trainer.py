@@ -74,12 +74,21 @@ def _abstract(tree, shardings):
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), tree, shardings)
 
 
+# Spec fields that change neither the parameters nor what they compute: how long a document
+# may be (a limit, not a shape) and whether activations are recomputed.
+_FREE_ON_INIT = ("context_len", "remat")
+
+
 def _init_from(path: str, spec, abstract_params, shardings):
-  """Params of an earlier stage (Stage 1 -> Stage 2): its latest step, or a saved compiler."""
+  """Params of an earlier run (Stage 1 -> Stage 2, or a warm start): its latest step, or a saved compiler."""
   spec_path, params_dir = compiler_ckpt.find(path)
   theirs = compiler_ckpt.spec_from_json(compiler_ckpt.read_spec(spec_path)["spec"], spec.backbone)
-  if dataclasses.replace(theirs, remat=spec.remat) != spec:
-    raise ValueError(f"{path}: its compiler spec differs from this config's; cannot continue from it.")
+  differ = {k: v for k, v in compiler_ckpt.spec_differences(theirs, spec).items()
+            if k not in _FREE_ON_INIT}
+  if differ:
+    listed = "; ".join(f"compiler.{k}: {a!r} there, {b!r} here" for k, (a, b) in differ.items())
+    raise run_config.ConfigError(f"init_from={path}: its compiler differs from this config's ({listed}); set "
+                     "these fields as that run had them, or train from scratch without init_from.")
   return compiler_ckpt.restore_params(params_dir, _abstract(abstract_params, shardings))
 
 
@@ -218,8 +227,12 @@ def train(config, workdir: str, mesh=None, max_steps: int | None = None,
                  f" with changes {sorted(changes)}" if changes else "")
   elif config.get("init_from"):
     abstract = jax.eval_shape(lambda: state.params)
-    state = _init_state(_init_from(config.init_from, spec, abstract, shardings.params), opt)
+    params = _init_from(config.init_from, spec, abstract, shardings.params)
     logging.info("initialised compiler params from %s", config.init_from)
+    if config.get("init_recalibrate", False):  # that run's statistics describe its own documents
+      params = _calibrated(params, bb, spec, train_ds, t.get("calibration_docs", 64), mesh,
+                           shardings.params, t.batch_size)
+    state = _init_state(params, opt)
   elif spec.state_norm == "standardize":
     state = _init_state(_calibrated(state.params, bb, spec, train_ds, t.get("calibration_docs", 64),
                                     mesh, shardings.params, t.batch_size), opt)
