@@ -14,6 +14,8 @@ def data_defaults(stage: int) -> ml_collections.ConfigDict:
       seq_len=4096,                   # backbone tokens per example
       overlong="skip",                # stage 1: documents over seq_len are skipped, or "split" at paragraphs
       context_len=4087,               # compiler tokens per example
+      mix="",                         # stage 1: a second jsonl corpus mixed into training ...
+      mix_fraction=0.0,               # ... as this fraction of the examples (validation: data.val only)
       p_completion=0.5, min_cut=0.1, max_cut=0.3,
       seed=0,
   ))

@@ -14,6 +14,8 @@ from conftest import save_tiny_model
 from configs import stage1_smollm2_135m_cpu, stage1_tiny
 from lskill_jax.compiler import hypernet
 from lskill_jax.data import pipeline
+from lskill_jax.io import write_jsonl
+from lskill_jax.training import datasets
 from lskill_jax.training import optimizer as optim
 from lskill_jax.training import run_config
 from lskill_jax.training.losses import context_gain_weights, lm_loss, teacher_hidden
@@ -322,4 +324,37 @@ def test_overlong_split_keeps_long_documents_as_pieces(tmp_path):
   assert [("first" in p, "second" in p) for p in mixed[:6]] == [(True, False), (False, True)] * 3
   c.data.overlong = "chop"
   with pytest.raises(run_config.ConfigError, match="data.overlong='chop'"):
+    run_config.check_values(c)
+
+
+def test_a_second_corpus_is_mixed_in_at_its_fraction_of_the_examples(tmp_path):
+  c = stage1_tiny.get_config()
+  bb = lsj.backbone_from_config(c)
+  texts = [f"To open drawer {i}, pull the handle and look inside. " * 3 for i in range(40)]
+  items = [f"Items: apple lamp towel{i} knife bread kettle." for i in range(40)]
+  dcfg = pipeline.DataConfig(seq_len=160, context_len=64, batch_size=4)
+  alone = pipeline.stage1_dataset(bb.tokenizer, texts, dcfg)
+  mixed = pipeline.stage1_dataset(bb.tokenizer, texts, dcfg, mix_texts=items, mix_fraction=0.25)
+  from_items = [["Items:" in bb.tokenizer.decode(row[m > 0]) for row, m in
+                 zip(mixed[k]["doc_tokens"], mixed[k]["doc_mask"])] for k in range(8)]
+  assert sum(map(sum, from_items)) == 8  # a quarter of 32 examples
+  assert not any(from_items[0][:3])      # the main corpus leads
+  unmixed = pipeline.stage1_dataset(bb.tokenizer, texts, dcfg, mix_texts=items, mix_fraction=0.0)
+  for k in range(3):
+    for key in alone[k]:
+      np.testing.assert_array_equal(alone[k][key], unmixed[k][key])
+  write_jsonl(str(tmp_path / "train.jsonl"), [{"text": t} for t in texts])
+  write_jsonl(str(tmp_path / "items.jsonl"), [{"text": t} for t in items])
+  c.data.update(train=str(tmp_path / "train.jsonl"), mix=str(tmp_path / "items.jsonl"),
+                mix_fraction=0.5, seq_len=160, context_len=64)
+  c.train.batch_size = 4
+  run_config.check_values(c)
+  train_ds, _ = datasets.make_datasets(c, bb.tokenizer)
+  assert sum("Items:" in bb.tokenizer.decode(row[m > 0]) for k in range(4) for row, m in
+             zip(train_ds[k]["doc_tokens"], train_ds[k]["doc_mask"])) == 8
+  c.data.update(mix="", mix_fraction=0.25)
+  with pytest.raises(run_config.ConfigError, match="needs data.mix"):
+    run_config.check_values(c)
+  c.data.update(mix="items.jsonl", mix_fraction=1.0)
+  with pytest.raises(run_config.ConfigError, match=r"must be a number in \[0, 1\)"):
     run_config.check_values(c)

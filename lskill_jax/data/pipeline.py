@@ -53,16 +53,31 @@ def stage1_groups(tokenizer, texts: list[str], seq_len: int) -> list[list[int]]:
   return stage1.pack_documents(lengths, budget=seq_len - 32)
 
 
-def stage1_dataset(tokenizer, texts: list[str], cfg: DataConfig, *, epochs: int = 1000,
-                   rows: Sequence[int] | None = None):
-  """Batches of packed Stage-1 examples: a grain.MapDataset of dicts of [batch, ...] arrays
-  (rows: this process's row indices of each batch, None = all)."""
+def _stage1_examples(tokenizer, texts: list[str], cfg: DataConfig, epochs: int, seed: int):
   groups = stage1_groups(tokenizer, texts, cfg.seq_len)
   opts = stage1.Stage1Options(seq_len=cfg.seq_len, context_len=cfg.context_len,
                               p_completion=cfg.p_completion, min_cut=cfg.min_cut, max_cut=cfg.max_cut)
-  ds = grain.MapDataset.source(groups).repeat(epochs).shuffle(seed=cfg.seed)
-  ds = ds.random_map(lambda group, rng: stage1.build_example(tokenizer, [texts[i] for i in group], rng, opts),
-                     seed=cfg.seed + 1)
+  ds = grain.MapDataset.source(groups).repeat(epochs).shuffle(seed=seed)
+  return ds.random_map(lambda group, rng: stage1.build_example(tokenizer, [texts[i] for i in group], rng, opts),
+                       seed=seed + 1)
+
+
+def stage1_dataset(tokenizer, texts: list[str], cfg: DataConfig, *, epochs: int = 1000,
+                   rows: Sequence[int] | None = None, mix_texts: Sequence[str] = (),
+                   mix_fraction: float = 0.0):
+  """Batches of packed Stage-1 examples: a grain.MapDataset of dicts of [batch, ...] arrays
+  (rows: this process's row indices of each batch, None = all).
+
+  mix_texts, mix_fraction: a second corpus that makes up that fraction of the examples,
+  interleaved evenly (e.g. the items task beside real documents). With no mix the examples
+  are exactly those of `texts` alone.
+  """
+  ds = _stage1_examples(tokenizer, texts, cfg, epochs, cfg.seed)
+  if mix_fraction > 0:
+    if not mix_texts:
+      raise ValueError(f"mix_fraction={mix_fraction} needs mix_texts (the corpus to mix in).")
+    other = _stage1_examples(tokenizer, list(mix_texts), cfg, epochs, cfg.seed + 2)
+    ds = grain.MapDataset.mix([ds, other], weights=[1.0 - mix_fraction, mix_fraction])
   return _batched_rows(ds, cfg.batch_size, rows)
 
 

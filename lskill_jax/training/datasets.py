@@ -100,7 +100,13 @@ def make_datasets(config, tokenizer, rows: Sequence[int] | None = None):
     overlong = config.data.get("overlong", "skip")
     train = fitting(tokenizer, train, config.data.seq_len, "train", overlong)
     val = fitting(tokenizer, val, config.data.seq_len, "validation", overlong, interleave=True) if val else []
-    return (pipeline.stage1_dataset(tokenizer, train, dcfg, rows=rows),
+    mix, fraction = [], config.data.get("mix_fraction", 0.0)
+    if fraction > 0:
+      mix, rep = records.read_pretrain_jsonl(config.data.mix, on_error=config.data.on_error)
+      logging.info("mixed in at %.0f%% of the examples: %s", 100 * fraction, rep.summary())
+      mix = fitting(tokenizer, mix, config.data.seq_len, "data.mix", overlong)
+    return (pipeline.stage1_dataset(tokenizer, train, dcfg, rows=rows, mix_texts=mix,
+                                    mix_fraction=fraction),
             _stage1_batches(config, tokenizer, val[:config.train.eval_docs]))
   train_recs, val_recs = _stage2_split(config)
   return (pipeline.stage2_dataset(tokenizer, train_recs, dcfg, rows=rows),

@@ -135,6 +135,15 @@ def check_values(config) -> None:
     if config.compiler.get("state_norm", "none") != "standardize":
       raise ConfigError("init_recalibrate=True needs compiler.state_norm='standardize' (the only "
                         "norm with measured statistics).")
+  fraction = config.get("data", {}).get("mix_fraction", 0.0)
+  if not (isinstance(fraction, (int, float)) and 0 <= fraction < 1):
+    raise ConfigError(f"data.mix_fraction={fraction!r} must be a number in [0, 1): the share of "
+                      "training examples drawn from data.mix.")
+  if fraction and not config.data.get("mix"):
+    raise ConfigError(f"data.mix_fraction={fraction} needs data.mix, the jsonl corpus to mix in "
+                      "(e.g. the items task: launch.build_corpus --items=8000).")
+  if fraction and config.get("stage", 1) != 1:
+    raise ConfigError("data.mix is a Stage-1 option; Stage 2 reads its trajectories only.")
   overlong = config.get("data", {}).get("overlong", "skip")
   if overlong not in stage1.OVERLONG:
     raise ConfigError(f"data.overlong={overlong!r} must be 'skip' (drop documents over "
