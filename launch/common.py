@@ -16,7 +16,6 @@ from lskill_jax.agents.accounting import PromptBlockError
 from lskill_jax.agents.skills import SkillError
 from lskill_jax.backbone.config import UnsupportedConfigError
 from lskill_jax.backbone.loading import WeightMismatchError
-from lskill_jax.checkpoint.safetensors_file import CorruptFileError
 from lskill_jax.compiler.checkpoint import CheckpointError
 from lskill_jax.compiler.documents import DocumentError
 from lskill_jax.data.records import DataError
@@ -24,6 +23,7 @@ from lskill_jax.inference import PromptError, TokenRangeError
 from lskill_jax.io import JSONLError
 from lskill_jax.training.run_config import ConfigError
 from lskill_jax.training.trainer import NonFiniteLossError
+from lskill_jax.weights.safetensors_file import CorruptFileError
 
 flags.DEFINE_bool("distributed", False,
                   "Call jax.distributed.initialize() first: one process per host, the same "

@@ -12,10 +12,10 @@ import pytest
 
 import lskill_jax as lsj
 from configs import tiny
-from lskill_jax.checkpoint.safetensors_file import SafetensorsFile, save_file
 from lskill_jax.compiler import checkpoint as ckpt
 from lskill_jax.compiler import shipped
 from lskill_jax.training.validation import loss_matrix
+from lskill_jax.weights.safetensors_file import SafetensorsFile, save_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = ["Always open the fridge before looking for food inside it.",

@@ -16,8 +16,8 @@ import os
 import numpy as np
 
 from lskill_jax.backbone.model import TARGETS
-from lskill_jax.checkpoint.safetensors_file import CorruptFileError, SafetensorsFile, save_file
 from lskill_jax.io import atomic_dir
+from lskill_jax.weights.safetensors_file import CorruptFileError, SafetensorsFile, save_file
 
 FORMAT = "lskill_jax.adapter"
 VERSION = 1

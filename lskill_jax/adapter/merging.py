@@ -12,9 +12,9 @@ import numpy as np
 
 from lskill_jax.backbone.config import to_hf_config
 from lskill_jax.backbone.loading import Backbone, hf_key_map
-from lskill_jax.checkpoint.safetensors_file import save_file
 from lskill_jax.io import atomic_dir
 from lskill_jax.sharding import to_host
+from lskill_jax.weights.safetensors_file import save_file
 
 
 @jax.jit

@@ -19,8 +19,8 @@ import numpy as np
 from lskill_jax.adapter.files import MAX_SCALE, AdapterFileError
 from lskill_jax.backbone.config import BackboneConfig
 from lskill_jax.backbone.model import TARGETS
-from lskill_jax.checkpoint.safetensors_file import CorruptFileError, SafetensorsFile, save_file
 from lskill_jax.io import atomic_dir
+from lskill_jax.weights.safetensors_file import CorruptFileError, SafetensorsFile, save_file
 
 MODULES = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj",
            "o": "self_attn.o_proj", "gate": "mlp.gate_proj", "up": "mlp.up_proj",

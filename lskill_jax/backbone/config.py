@@ -10,11 +10,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+from lskill_jax.weights.hf_dir import UnsupportedConfigError
+
 SUPPORTED_MODEL_TYPES = ("qwen3", "llama")
-
-
-class UnsupportedConfigError(ValueError):
-  """A checkpoint's configuration asks for something this port does not implement."""
 
 
 @dataclasses.dataclass(frozen=True)

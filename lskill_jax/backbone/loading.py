@@ -21,7 +21,7 @@ from jax.sharding import Mesh
 from lskill_jax import sharding as shd
 from lskill_jax.backbone import model
 from lskill_jax.backbone.config import BackboneConfig, from_hf_config
-from lskill_jax.checkpoint import gguf_file, hf_dir
+from lskill_jax.weights import gguf_file, hf_dir
 
 log = logging.getLogger(__name__)
 
