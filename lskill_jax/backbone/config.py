@@ -76,13 +76,6 @@ class BackboneConfig:
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
 
-  @classmethod
-  def from_dict(cls, d: Mapping[str, Any]) -> "BackboneConfig":
-    d = dict(d)
-    d["rope_scaling"] = RopeScaling(**d.get("rope_scaling", {}))
-    d["eos_token_ids"] = tuple(d.get("eos_token_ids", ()))
-    return cls(**d)
-
 
 def _rope_from_hf(cfg: Mapping[str, Any]) -> tuple[float, RopeScaling]:
   """Read rope theta and scaling from v5 `rope_parameters` or the v4 top-level keys."""
