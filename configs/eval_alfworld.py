@@ -1,4 +1,4 @@
-"""ALFWorld evaluation (DESIGN §6, the paper's Table 1): valid_seen and valid_unseen.
+"""ALFWorld evaluation (the paper's Table 1): valid_seen and valid_unseen.
 
     python -m launch.evaluate --config=configs/eval_alfworld.py --model=smollm2-135m \
         --modes=vanilla,fewshot,incontext --workdir=workdir/eval_alfworld

@@ -1,4 +1,4 @@
-"""Search-QA evaluation (DESIGN §6, the paper's Table 2): EM per skill type.
+"""Search-QA evaluation (the paper's Table 2): EM per skill type.
 
     python -m launch.evaluate --config=configs/eval_searchqa.py --model=smollm2-135m \
         --modes=vanilla,fewshot,incontext --workdir=workdir/eval_searchqa

@@ -10,6 +10,20 @@ from absl import app, flags, logging
 import jax
 
 from lskill_jax import sharding
+from lskill_jax.adapter.adapter import AdapterMismatchError
+from lskill_jax.adapter.files import AdapterFileError
+from lskill_jax.agents.accounting import PromptBlockError
+from lskill_jax.agents.skills import SkillError
+from lskill_jax.backbone.config import UnsupportedConfigError
+from lskill_jax.backbone.loading import WeightMismatchError
+from lskill_jax.compiler.checkpoint import CheckpointError
+from lskill_jax.compiler.documents import DocumentError
+from lskill_jax.data.records import DataError
+from lskill_jax.inference import PromptError, TokenRangeError
+from lskill_jax.io import JSONLError
+from lskill_jax.training.run_config import ConfigError
+from lskill_jax.training.trainer import NonFiniteLossError
+from lskill_jax.weights.safetensors_file import CorruptFileError
 
 flags.DEFINE_bool("distributed", False,
                   "Call jax.distributed.initialize() first: one process per host, the same "
@@ -60,26 +74,11 @@ def init_runtime():
   return sharding.make_mesh(**sizes)
 
 
-def _expected_errors() -> tuple[type[BaseException], ...]:
-  """Errors that mean bad input, a bad config or a missing file (not a bug in this code)."""
-  from lskill_jax.adapter.adapter import AdapterMismatchError
-  from lskill_jax.adapter.files import AdapterFileError
-  from lskill_jax.agents.accounting import PromptBlockError
-  from lskill_jax.agents.skills import SkillError
-  from lskill_jax.backbone.config import UnsupportedConfigError
-  from lskill_jax.backbone.loading import WeightMismatchError
-  from lskill_jax.checkpoint.safetensors_file import CorruptFileError
-  from lskill_jax.compiler.checkpoint import CheckpointError
-  from lskill_jax.compiler.documents import DocumentError
-  from lskill_jax.data.records import DataError
-  from lskill_jax.inference import PromptError, TokenRangeError
-  from lskill_jax.io import JSONLError
-  from lskill_jax.training.run_config import ConfigError
-  from lskill_jax.training.trainer import NonFiniteLossError
-  return (OSError, flags.Error, AdapterMismatchError, AdapterFileError, PromptBlockError,
-          SkillError, UnsupportedConfigError, WeightMismatchError, CorruptFileError,
-          CheckpointError, DocumentError, DataError, JSONLError, PromptError, TokenRangeError,
-          ConfigError, NonFiniteLossError)
+# Errors that mean bad input, a bad config or a missing file (not a bug in this code).
+_EXPECTED_ERRORS = (OSError, flags.Error, AdapterMismatchError, AdapterFileError,
+                    PromptBlockError, SkillError, UnsupportedConfigError, WeightMismatchError,
+                    CorruptFileError, CheckpointError, DocumentError, DataError, JSONLError,
+                    PromptError, TokenRangeError, ConfigError, NonFiniteLossError)
 
 
 def fail(message: str) -> NoReturn:
@@ -120,7 +119,7 @@ def run(main: Callable[[list[str]], Any]) -> None:
       init_distributed()
       return main(argv)
     except Exception as e:  # sorted here: expected errors become one line, others re-raise
-      if isinstance(e, _expected_errors()):
+      if isinstance(e, _EXPECTED_ERRORS):
         fail(str(e))
       raise
   app.run(guarded, flags_parser=_parse_flags)

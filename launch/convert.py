@@ -20,9 +20,9 @@ from launch import common
 import lskill_jax as lsj
 from lskill_jax.backbone.config import from_hf_config
 from lskill_jax.backbone.loading import resolve_source
-from lskill_jax.checkpoint import gguf_file, hf_dir
 from lskill_jax.compiler import latentskill_io
 from lskill_jax.io import atomic_dir
+from lskill_jax.weights import gguf_file, hf_dir
 
 flags.DEFINE_string("from_latentskill", None, "Their checkpoint directory to import.")
 flags.DEFINE_string("latentskill_config", None, "Their YAML config the checkpoint was trained with "

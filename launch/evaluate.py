@@ -19,6 +19,10 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from launch import common
+import lskill_jax as lsj
+from lskill_jax import agents
+from lskill_jax.agents import report
+from lskill_jax.compiler import SkillCompiler
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "configs/eval_alfworld.py or "
                                           "configs/eval_searchqa.py; override with --config.X=...")
@@ -34,22 +38,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 FLAGS = flags.FLAGS
 
 
-def load_compiler(checkpoint: str, bb):
-  """The skill compiler for the latent mode, loaded from a checkpoint directory."""
-  try:
-    from lskill_jax.compiler import SkillCompiler
-  except ImportError as err:
-    raise SystemExit(f"--compiler needs lskill_jax.compiler.SkillCompiler, which cannot be "
-                     f"imported here ({err}); drop 'latent' from --modes to run the others.")
-  return SkillCompiler.load(checkpoint, backbone=bb)
-
-
 def main(argv):
   del argv
-  import lskill_jax as lsj
-  from lskill_jax import agents
-  from lskill_jax.agents import report
-
   config = _CONFIG.value
   modes = [m.strip() for m in FLAGS.modes if m.strip()]
   unknown = [m for m in modes if m not in agents.MODES]
@@ -60,7 +50,7 @@ def main(argv):
                          "(a trained skill compiler); drop latent to run the other modes.")
   mesh = common.init_runtime()
   bb = lsj.load_backbone(FLAGS.model, dtype=FLAGS.dtype, mesh=mesh)
-  compiler = load_compiler(FLAGS.compiler, bb) if "latent" in modes else None
+  compiler = SkillCompiler.load(FLAGS.compiler, backbone=bb) if "latent" in modes else None
   try:
     rep = agents.evaluate_backbone(
         bb, config, modes, FLAGS.workdir, compile_fn=compiler.compile if compiler else None,

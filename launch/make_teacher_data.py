@@ -23,6 +23,11 @@ import os
 from absl import app, flags
 
 from launch import common
+import lskill_jax as lsj
+from lskill_jax.agents import skills, tasks, teacher
+from lskill_jax.envs import alfworld as aw
+from lskill_jax.envs import searchqa as sq
+from lskill_jax.io import write_json
 
 flags.DEFINE_string("out", None, "Output JSON file (e.g. workdir/skill_ift/train.json).")
 flags.DEFINE_string("model", "smollm2-135m", "Backbone whose tokenizer measures the lengths.")
@@ -49,9 +54,6 @@ FLAGS = flags.FLAGS
 
 def alfworld_records(tokenizer) -> tuple[list[dict], dict]:
   """Stage-2 records from expert plays of the training games, and counts per task type."""
-  from lskill_jax.agents import skills, tasks, teacher
-  from lskill_jax.envs import alfworld as aw
-
   docs = skills.load_skills(os.path.join(FLAGS.skills_dir, "alfworld"), "alfworld")
   games = tasks.alfworld_games(FLAGS.alfworld_split, FLAGS.alfworld_data,
                                num_games=FLAGS.num_alfworld, prefer_official=FLAGS.prefer_official)
@@ -67,9 +69,6 @@ def alfworld_records(tokenizer) -> tuple[list[dict], dict]:
 
 def searchqa_records(tokenizer) -> tuple[list[dict], dict]:
   """Stage-2 records from Search-QA teacher trajectories, and the teacher's counts."""
-  from lskill_jax.agents import skills, tasks, teacher
-  from lskill_jax.envs import searchqa as sq
-
   docs = skills.load_skills(os.path.join(FLAGS.skills_dir, "searchqa"), "searchqa")
   by_type = skills.skill_texts_by_type(docs, "searchqa")
   questions = tasks.searchqa_questions(FLAGS.searchqa_data, FLAGS.searchqa_split)
@@ -86,10 +85,6 @@ def searchqa_records(tokenizer) -> tuple[list[dict], dict]:
 
 def main(argv):
   del argv
-  import lskill_jax as lsj
-  from lskill_jax.io import write_json
-  from lskill_jax.agents.tasks import DataMissingError
-
   builders = {"alfworld": alfworld_records, "searchqa": searchqa_records}
   unknown = set(FLAGS.envs) - set(builders)
   if unknown:
@@ -101,7 +96,7 @@ def main(argv):
   for env in FLAGS.envs:
     try:
       recs, stats = builders[env](tokenizer)
-    except DataMissingError as err:  # the message says which command makes the data
+    except tasks.DataMissingError as err:  # the message says which command makes the data
       raise SystemExit(str(err)) from None
     records += recs
     summary[env] = {"records": len(recs), **stats}

@@ -30,10 +30,8 @@ RULES: dict[str, tuple[str, ...]] = {
     "act_seq": (),
     "act_embed": (),
     "act_heads": ("tensor",),
-    "act_kv_heads": ("tensor",),
     "act_mlp": ("tensor",),
     "act_vocab": ("tensor",),
-    "cache_seq": (),
     # parameters
     "layers": (),
     "vocab": ("tensor",),

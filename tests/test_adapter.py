@@ -10,6 +10,7 @@ import torch
 
 import lskill_jax as lsj
 from conftest import save_tiny_model
+from lskill_jax.weights.safetensors_file import SafetensorsFile, save_file
 
 TOL = 1e-4
 PEFT_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -185,7 +186,6 @@ def _saved(bb, tmp_path):
 
 
 def _rewrite_tensors(path, fn):
-  from lskill_jax.checkpoint.safetensors_file import SafetensorsFile, save_file
   tensors = {k: np.array(v) for k, v in SafetensorsFile(str(path / "adapter.safetensors")).items()}
   save_file(fn(tensors), str(path / "adapter.safetensors"))
 

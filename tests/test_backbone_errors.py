@@ -8,7 +8,7 @@ import pytest
 
 import lskill_jax as lsj
 from conftest import save_tiny_model
-from lskill_jax.checkpoint.safetensors_file import CorruptFileError
+from lskill_jax.weights.safetensors_file import CorruptFileError
 
 
 @pytest.fixture(scope="module")

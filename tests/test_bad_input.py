@@ -25,6 +25,7 @@ from lskill_jax.training import optimizer as optim
 from lskill_jax.training import run_config
 from lskill_jax.training import trainer
 from lskill_jax.training.trainer import NonFiniteLossError, train
+from lskill_jax.weights.safetensors_file import CorruptFileError, SafetensorsFile, save_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -77,7 +78,6 @@ def _set(**kv):
 
 
 def _retype_q_a(path):
-  from lskill_jax.checkpoint.safetensors_file import SafetensorsFile, save_file
   tensors = {k: np.array(v) for k, v in SafetensorsFile(str(path / "adapter.safetensors")).items()}
   tensors["q.a"] = tensors["q.a"].astype(np.int32)
   save_file(tensors, str(path / "adapter.safetensors"))
@@ -113,7 +113,6 @@ def test_adapter_metadata_may_use_any_key(tiny_bb, tmp_path):
 
 def test_negative_safetensors_offsets_are_refused(tmp_path):
   import struct
-  from lskill_jax.checkpoint.safetensors_file import CorruptFileError, SafetensorsFile
   header = json.dumps({"x": {"dtype": "F32", "shape": [2], "data_offsets": [-8, 0]}}).encode()
   (tmp_path / "t.safetensors").write_bytes(struct.pack("<Q", len(header)) + header + bytes(16))
   with pytest.raises(CorruptFileError, match="0 <= begin <= end"):
@@ -141,7 +140,6 @@ def test_malformed_peft_configs_are_refused(tiny_bb, peft_dir, edit, match):
 
 
 def test_peft_layer_with_one_factor_is_refused(tiny_bb, peft_dir):
-  from lskill_jax.checkpoint.safetensors_file import SafetensorsFile, save_file
   path = str(peft_dir / "adapter_model.safetensors")
   tensors = {k: np.array(v) for k, v in SafetensorsFile(path).items()}
   del tensors["base_model.model.model.layers.1.mlp.up_proj.lora_B.weight"]

@@ -14,6 +14,7 @@ from conftest import save_tiny_model
 from configs import stage1_smollm2_135m_cpu, stage1_tiny
 from lskill_jax.compiler import hypernet
 from lskill_jax.data import pipeline
+from lskill_jax.data.stage1 import split_to_fit
 from lskill_jax.io import write_jsonl
 from lskill_jax.training import datasets
 from lskill_jax.training import optimizer as optim
@@ -292,7 +293,6 @@ def test_loss_term_weights_must_be_finite_and_non_negative(name):
 
 
 def test_split_to_fit_cuts_at_paragraphs_lines_then_words_and_keeps_the_order():
-  from lskill_jax.data.stage1 import split_to_fit
   count = lambda s: len(s.split())  # one token per word keeps the arithmetic visible
   paras = [" ".join(f"p{i}w{j}" for j in range(n)) for i, n in enumerate([10, 10, 35, 5, 12])]
   pieces = split_to_fit("\n\n".join(paras), count, budget=24, min_tokens=3)
@@ -306,7 +306,6 @@ def test_split_to_fit_cuts_at_paragraphs_lines_then_words_and_keeps_the_order():
 
 
 def test_overlong_split_keeps_long_documents_as_pieces(tmp_path):
-  from lskill_jax.training import datasets, run_config
   c = stage1_tiny.get_config()
   bb = lsj.backbone_from_config(c)
   long = "\n\n".join(" ".join(f"word{i}x{j}" for j in range(40)) for i in range(30))

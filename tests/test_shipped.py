@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 
 import lskill_jax as lsj
-from configs import tiny
-from lskill_jax.checkpoint.safetensors_file import SafetensorsFile, save_file
+from configs import stage1_tiny, tiny
 from lskill_jax.compiler import checkpoint as ckpt
 from lskill_jax.compiler import shipped
+from lskill_jax.training.trainer import train
 from lskill_jax.training.validation import loss_matrix
+from lskill_jax.weights.safetensors_file import SafetensorsFile, save_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DOCS = ["Always open the fridge before looking for food inside it.",
@@ -113,8 +114,6 @@ def test_loss_matrix_rows_are_adapters_and_the_last_is_the_plain_backbone(comp):
 
 
 def test_ship_compiler_packages_a_trained_run_with_its_held_out_card(tmp_path):
-  from configs import stage1_tiny
-  from lskill_jax.training.trainer import train
   c = stage1_tiny.get_config()
   c.train.update(steps=2, batch_size=2, accum=1, eval_every=2, save_every=2, eval_docs=4,
                  eval_batch_size=2, async_checkpointing=False)

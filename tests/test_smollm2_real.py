@@ -11,6 +11,8 @@ import torch
 
 import lskill_jax as lsj
 from lskill_jax.backbone.loading import resolve_source
+from lskill_jax.data.corpus import build_corpus
+from lskill_jax.training.validation import loss_matrix
 
 pytestmark = pytest.mark.slow
 
@@ -100,7 +102,6 @@ def test_launch_generate_answers_with_and_without_a_compiled_skill():
 
 def _held_out_starter_documents(tok, n: int, budget: int = 240) -> list[str]:
   """The first `n` held-out starter documents, each cut at a paragraph to fit `budget` tokens."""
-  from lskill_jax.data.corpus import build_corpus
   _, val, _ = build_corpus([os.path.join(ROOT, "data", "starter_corpus")])
   docs = []
   for text in val[:n]:
@@ -116,7 +117,6 @@ def _held_out_starter_documents(tok, n: int, budget: int = 240) -> list[str]:
 @pytest.fixture(scope="module")
 def shipped_losses(smollm):
   """loss_matrix of the shipped compiler on six held-out starter skills (reconstruction)."""
-  from lskill_jax.training.validation import loss_matrix
   comp = lsj.SkillCompiler.pretrained(smollm)
   return loss_matrix(comp, _held_out_starter_documents(smollm.tokenizer, 6))
 

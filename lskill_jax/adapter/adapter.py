@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from lskill_jax import sharding as shd
+from lskill_jax.adapter import files, merging, peft_io
 from lskill_jax.backbone import model
 from lskill_jax.backbone.config import BackboneConfig
 
@@ -160,34 +161,36 @@ class Adapter:
     return lora, jnp.float32(alpha * self.scale)
 
   # ------------------------------------------------------------------ files and export
-  # (implemented in files.py / peft_io.py / merge.py; imported lazily to keep this module pure)
+  # (the formats live in files.py / peft_io.py / merging.py, which deal in factor dicts)
 
   def save(self, path: str) -> None:
     """Writes `path/adapter.safetensors` + `path/adapter.json` atomically."""
-    from lskill_jax.adapter import files
     files.save(self, path)
 
   @staticmethod
   def load(path: str, backbone=None) -> "Adapter":
     """Reads and validates an adapter directory (and its fit to `backbone`, if given)."""
-    from lskill_jax.adapter import files
-    return files.load(path, backbone)
+    a, b, scale, meta = files.read(path)
+    # The metadata is set as a whole: its keys must not be taken for from_factors' arguments.
+    adapter = dataclasses.replace(Adapter.from_factors(a, b, scale), meta=_freeze(meta))
+    if backbone is not None:
+      adapter.check_fits(backbone.config, where=path)
+    return adapter
 
   @staticmethod
   def from_peft(path: str, backbone) -> "Adapter":
     """Imports a PEFT LoRA adapter directory for `backbone`."""
-    from lskill_jax.adapter import peft_io
-    return peft_io.import_peft(path, backbone)
+    a, b, scale, meta = peft_io.import_peft(path, backbone.config)
+    return Adapter.from_factors(a, b, scale, base_fingerprint=base_fingerprint(backbone.config),
+                                **meta)
 
   def export_peft(self, path: str, backbone, alpha: float = 1.0,
                   base_model_name_or_path: str | None = None) -> None:
     """Writes a PEFT adapter directory with α·s folded into B."""
-    from lskill_jax.adapter import peft_io
     peft_io.export_peft(self, path, backbone, alpha, base_model_name_or_path)
 
   def merged(self, backbone, alpha: float = 1.0):
     """The backbone with W + α·s·A·B baked in (single-skill serving)."""
-    from lskill_jax.adapter import merging
     return merging.merge(backbone, self, alpha)
 
   # ------------------------------------------------------------------ arithmetic

@@ -2,23 +2,22 @@
 
 adapter.safetensors holds `{target}.a` [L, d_in, r] and `{target}.b` [L, r, d_out];
 adapter.json holds the format version, rank, scale, targets, layer count and provenance
-(base fingerprint, source text hash, producer). Loading validates everything before any
-array reaches a device.
+(base fingerprint, source text hash, producer). Reading validates everything before any
+array reaches a device. `Adapter.save` / `Adapter.load` are the public entry points; this
+module deals in factor dicts, so it does not import the `Adapter` type.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import os
 
 import numpy as np
 
-from lskill_jax.adapter.adapter import (TARGETS, Adapter, AdapterMismatchError, _freeze,
-                                        base_fingerprint)
-from lskill_jax.checkpoint.safetensors_file import CorruptFileError, SafetensorsFile, save_file
+from lskill_jax.backbone.model import TARGETS
 from lskill_jax.io import atomic_dir
+from lskill_jax.weights.safetensors_file import CorruptFileError, SafetensorsFile, save_file
 
 FORMAT = "lskill_jax.adapter"
 VERSION = 1
@@ -33,7 +32,7 @@ class AdapterFileError(ValueError):
   """An adapter directory is incomplete, corrupt, or does not describe its tensors."""
 
 
-def save(adapter: Adapter, path: str) -> None:
+def save(adapter, path: str) -> None:
   """Writes the adapter directory atomically (a crash leaves the old one, or none)."""
   if adapter.batched:
     raise ValueError("save one adapter at a time (use adapter.row(i) on a per-row stack).")
@@ -90,11 +89,11 @@ def _read_config(path: str) -> dict:
   return cfg
 
 
-def load(path: str, backbone=None) -> Adapter:
-  """Reads and validates an adapter directory; with `backbone`, also checks it fits.
+def read(path: str) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], float, dict]:
+  """Reads and validates an adapter directory: (A factors, B factors, scale, metadata).
 
-  Refuses unknown or missing tensors, shapes that disagree with adapter.json or the backbone,
-  non-finite values, a base fingerprint of another model, and truncated or corrupt files.
+  Refuses unknown or missing tensors, shapes that disagree with adapter.json, non-finite
+  values, and truncated or corrupt files (`Adapter.load` also checks the fit to a backbone).
   """
   cfg = _read_config(path)
   try:
@@ -124,9 +123,4 @@ def load(path: str, backbone=None) -> Adapter:
       if not np.all(np.isfinite(x)):
         raise AdapterFileError(f"{path}: tensor {name} holds NaN or inf values; refusing to mount it.")
     a[t], b[t] = np.array(ta), np.array(tb)
-  # The metadata is set as a whole: its keys must not be taken for from_factors' arguments.
-  adapter = dataclasses.replace(Adapter.from_factors(a, b, float(cfg["scale"])),
-                                meta=_freeze(cfg["metadata"]))
-  if backbone is not None:
-    adapter.check_fits(backbone.config, where=path)
-  return adapter
+  return a, b, float(cfg["scale"]), cfg["metadata"]

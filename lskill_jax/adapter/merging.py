@@ -10,12 +10,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lskill_jax.adapter.adapter import Adapter
 from lskill_jax.backbone.config import to_hf_config
 from lskill_jax.backbone.loading import Backbone, hf_key_map
-from lskill_jax.checkpoint.safetensors_file import save_file
 from lskill_jax.io import atomic_dir
 from lskill_jax.sharding import to_host
+from lskill_jax.weights.safetensors_file import save_file
 
 
 @jax.jit
@@ -28,8 +27,8 @@ def _merge_layers(layers, a, b, coef):
   return out
 
 
-def merge(bb: Backbone, adapter: Adapter, alpha: float = 1.0) -> Backbone:
-  """A backbone whose projections include the adapter's update; runs at base-model speed."""
+def merge(bb: Backbone, adapter, alpha: float = 1.0) -> Backbone:
+  """A backbone whose projections include the `Adapter`'s update; runs at base-model speed."""
   adapter.check_fits(bb.config)
   if adapter.batched:
     raise ValueError("only a shared adapter can be merged; per-row adapters stay unmerged.")

@@ -2,7 +2,9 @@
 
 PEFT stores `lora_A.weight` [r, d_in] and `lora_B.weight` [d_out, r] per module and scales
 by lora_alpha / r (lora_alpha / sqrt(r) with rslora). Export folds α·s into B and writes
-lora_alpha = r, so PEFT's own scaling is exactly 1.
+lora_alpha = r, so PEFT's own scaling is exactly 1. `Adapter.from_peft` / `Adapter.export_peft`
+are the public entry points; this module deals in factor dicts, so it does not import the
+`Adapter` type.
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ import re
 
 import numpy as np
 
-from lskill_jax.adapter.adapter import TARGETS, Adapter, base_fingerprint
 from lskill_jax.adapter.files import MAX_SCALE, AdapterFileError
-from lskill_jax.checkpoint.safetensors_file import CorruptFileError, SafetensorsFile, save_file
+from lskill_jax.backbone.config import BackboneConfig
+from lskill_jax.backbone.model import TARGETS
 from lskill_jax.io import atomic_dir
+from lskill_jax.weights.safetensors_file import CorruptFileError, SafetensorsFile, save_file
 
 MODULES = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj",
            "o": "self_attn.o_proj", "gate": "mlp.gate_proj", "up": "mlp.up_proj",
@@ -26,7 +29,7 @@ _BY_MODULE = {m.split(".")[1]: t for t, m in MODULES.items()}
 _KEY = re.compile(r"(?:^|\.)layers\.(\d+)\.(?:self_attn|mlp)\.(\w+)\.lora_([AB])(?:\.default)?\.weight$")
 
 
-def export_peft(adapter: Adapter, path: str, backbone, alpha: float = 1.0,
+def export_peft(adapter, path: str, backbone, alpha: float = 1.0,
                 base_model_name_or_path: str | None = None) -> None:
   """Writes a directory `peft.PeftModel.from_pretrained` loads (adapter_model.safetensors + config)."""
   adapter.check_fits(backbone.config)
@@ -56,8 +59,10 @@ def export_peft(adapter: Adapter, path: str, backbone, alpha: float = 1.0,
       json.dump(config, f, indent=1)
 
 
-def import_peft(path: str, backbone) -> Adapter:
-  """Reads a PEFT LoRA directory into our type (any r and lora_alpha; rslora respected)."""
+def import_peft(path: str, bcfg: BackboneConfig
+                ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], float, dict]:
+  """Reads a PEFT LoRA directory for a backbone of config `bcfg` (any r and lora_alpha; rslora
+  respected): (A factors, B factors, scale, provenance metadata)."""
   cfg_path = os.path.join(path, "adapter_config.json")
   if not os.path.isfile(cfg_path):
     raise FileNotFoundError(f"{path}: no adapter_config.json; not a PEFT adapter directory.")
@@ -94,7 +99,6 @@ def import_peft(path: str, backbone) -> Adapter:
     weights = SafetensorsFile(weights_path)
   except CorruptFileError as e:
     raise AdapterFileError(str(e)) from None
-  bcfg = backbone.config
   shapes = bcfg.projection_shapes()
   a: dict[str, np.ndarray] = {}
   b: dict[str, np.ndarray] = {}
@@ -128,9 +132,8 @@ def import_peft(path: str, backbone) -> Adapter:
     if only:
       raise AdapterFileError(f"{path}: {MODULES[t]} of layers {sorted(only)} has lora_A or lora_B "
                              "but not both; the adapter is incomplete.")
-  return Adapter.from_factors(a, b, scale, base_fingerprint=base_fingerprint(bcfg),
-                              producer="peft", peft_source=os.path.abspath(path),
-                              base_model=cfg.get("base_model_name_or_path"))
+  return a, b, scale, {"producer": "peft", "peft_source": os.path.abspath(path),
+                       "base_model": cfg.get("base_model_name_or_path")}
 
 
 __all__ = ["MODULES", "TARGETS", "export_peft", "import_peft"]

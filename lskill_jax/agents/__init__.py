@@ -3,7 +3,7 @@
     from lskill_jax import agents
     rep = agents.evaluate_backbone(bb, config, ["vanilla", "incontext"], "workdir/eval")
 
-Modes (DESIGN §6): `vanilla`; `fewshot` (one demonstration in the prompt); `incontext` (the
+Modes: `vanilla`; `fewshot` (one demonstration in the prompt); `incontext` (the
 skill text under "Retrieved Relevant Experience"); `latent` (the vanilla prompt with the
 compiled skill adapter mounted).
 """

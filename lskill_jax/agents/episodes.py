@@ -16,6 +16,7 @@ from typing import Callable
 
 from lskill_jax.agents import prompts
 from lskill_jax.agents.accounting import EncodedPrompt, TokenLedger
+from lskill_jax.envs.searchqa import SearchQAEnv
 
 _OUTPUT_CHARS = 2000  # model outputs kept in a record, per step
 
@@ -168,8 +169,6 @@ class SearchQAEpisode(Episode):
     self.turns: list[tuple[str, str | None]] = []
 
   def start(self) -> None:
-    from lskill_jax.envs.searchqa import SearchQAEnv
-
     self.env = SearchQAEnv.from_record(self.question_record, self.retriever,
                                        max_steps=self.max_steps, topk=self.topk,
                                        invalid_ends_episode=self.invalid_ends_episode)

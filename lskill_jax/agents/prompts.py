@@ -1,4 +1,4 @@
-"""Prompt builders for the ALFWorld and Search-QA agents (DESIGN §6), and ALFWorld action parsing.
+"""Prompt builders for the ALFWorld and Search-QA agents, and ALFWorld action parsing.
 
 Every builder returns a `Prompt`: the chat messages to send plus the exact text of any block
 that is not part of the vanilla prompt (the skill under "Retrieved Relevant Experience", or

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Sequence
 
+from lskill_jax.adapter import Adapter
 from lskill_jax.agents.accounting import encode_prompt
 from lskill_jax.agents.episodes import Episode
+from lskill_jax.inference import generate_ids
 
 # (prompt ids per row, adapter or None, alpha) -> generated ids per row (stop id excluded).
 GenerateFn = Callable[[Sequence[Sequence[int]], object, float], list[list[int]]]
@@ -22,8 +24,6 @@ AdapterFn = Callable[[Episode], object]
 def backbone_generate_fn(bb, max_new_tokens: int, temperature: float = 0.0,
                          seed: int = 0) -> GenerateFn:
   """Generation with `lsj.generate_ids` on a loaded backbone."""
-  from lskill_jax.inference import generate_ids
-
   def generate(prompts, adapter, alpha):
     return generate_ids(bb, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
                         seed=seed, adapter=adapter, alpha=alpha)
@@ -39,8 +39,6 @@ class StackedAdapters:
     self._cache: dict[tuple, object] = {}
 
   def __call__(self, episodes: Sequence[Episode]):
-    from lskill_jax.adapter import Adapter
-
     key = tuple(ep.skill for ep in episodes)
     if key not in self._cache:
       if len(self._cache) >= self.max_cached:

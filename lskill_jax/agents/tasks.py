@@ -11,6 +11,9 @@ import dataclasses
 import os
 from typing import Iterable, Sequence
 
+from lskill_jax.envs import alfworld as aw
+from lskill_jax.envs import searchqa as sq
+
 ALFWORLD_COMMAND = "python -m launch.make_alfworld_games --out={root}"
 SEARCHQA_COMMAND = "python -m launch.build_searchqa --out_dir={root}"
 
@@ -51,8 +54,6 @@ class GameRef:
 
 def _game_set(split: str, data_root: str | None, task_types: Sequence[str],
               prefer_official: bool, purpose: str):
-  from lskill_jax.envs import alfworld as aw
-
   try:
     return aw.load_games(split, data_root=data_root, task_types=tuple(task_types),
                          prefer_official=prefer_official)
@@ -68,8 +69,6 @@ def alfworld_games(split: str, data_root: str | None, *, num_games: int = -1,
                    task_types: Sequence[str] | None = None,
                    prefer_official: bool = True) -> list[GameRef]:
   """The first `num_games` games of a split (all when negative), balanced over task types."""
-  from lskill_jax.envs import alfworld as aw
-
   task_types = tuple(task_types or aw.TASK_TYPES)
   games = _game_set(split, data_root, task_types, prefer_official, "evaluation")
   refs = [GameRef(os.path.relpath(os.path.dirname(f), games.split_dir), f, aw.task_type_of(f))
@@ -81,8 +80,6 @@ def alfworld_expert_plays(task_types: Iterable[str], data_root: str | None, *,
                           split: str = "train", expert: str = "walkthrough",
                           prefer_official: bool = True, tries: int = 3) -> dict:
   """One won expert play per task type, from the first games of `split` (fewshot demos)."""
-  from lskill_jax.envs import alfworld as aw
-
   wanted = tuple(dict.fromkeys(task_types))
   games = _game_set(split, data_root, aw.TASK_TYPES, prefer_official, "fewshot demonstrations")
   by_type: dict[str, list[str]] = {}
@@ -118,8 +115,6 @@ def _searchqa_path(data_dir: str, name: str) -> str:
 def searchqa_questions(data_dir: str, split: str = "test", *, num_per_type: int = -1,
                        skill_types: Sequence[str] | None = None) -> list[dict]:
   """Questions of a split, the first `num_per_type` of each skill type, dealt round-robin."""
-  from lskill_jax.envs import searchqa as sq
-
   records = sq.read_qa_jsonl(_searchqa_path(data_dir, f"{split}.jsonl"))
   skill_types = tuple(skill_types or sq.SKILL_TYPES)
   kept, seen = [], {}
@@ -133,8 +128,6 @@ def searchqa_questions(data_dir: str, split: str = "test", *, num_per_type: int 
 
 def searchqa_retriever(data_dir: str, factory: str | None = None):
   """The retriever over the data's corpus (BM25 unless a factory is named)."""
-  from lskill_jax.envs import searchqa as sq
-
   return sq.load_retriever(corpus_path=_searchqa_path(data_dir, "corpus.jsonl"),
                            factory=factory or None)
 
@@ -142,8 +135,6 @@ def searchqa_retriever(data_dir: str, factory: str | None = None):
 def searchqa_teacher_plays(data_dir: str, retriever, skill_types: Iterable[str], *,
                            split: str = "train", scan: int = 50) -> dict[str, dict]:
   """One teacher trajectory per skill type, from the first questions of `split`."""
-  from lskill_jax.envs import searchqa as sq
-
   records = sq.read_qa_jsonl(_searchqa_path(data_dir, f"{split}.jsonl"))
   plays = {}
   for skill_type in dict.fromkeys(skill_types):

@@ -10,11 +10,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Mapping
 
+from lskill_jax.weights.hf_dir import UnsupportedConfigError
+
 SUPPORTED_MODEL_TYPES = ("qwen3", "llama")
-
-
-class UnsupportedConfigError(ValueError):
-  """A checkpoint's configuration asks for something this port does not implement."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -77,13 +75,6 @@ class BackboneConfig:
 
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)
-
-  @classmethod
-  def from_dict(cls, d: Mapping[str, Any]) -> "BackboneConfig":
-    d = dict(d)
-    d["rope_scaling"] = RopeScaling(**d.get("rope_scaling", {}))
-    d["eos_token_ids"] = tuple(d.get("eos_token_ids", ()))
-    return cls(**d)
 
 
 def _rope_from_hf(cfg: Mapping[str, Any]) -> tuple[float, RopeScaling]:

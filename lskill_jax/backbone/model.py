@@ -316,12 +316,6 @@ def init_cache(cfg: BackboneConfig, batch: int, length: int, dtype) -> KVCache:
                  jnp.zeros((batch, length), jnp.int32))
 
 
-CACHE_LOGICAL_AXES = KVCache(
-    k=("layers", "batch", "cache_seq", "act_kv_heads", None),
-    v=("layers", "batch", "cache_seq", "act_kv_heads", None),
-    seg=("batch", "cache_seq"))
-
-
 def step_with_cache(params: Params, cfg: BackboneConfig, tokens: jax.Array,
                     positions: jax.Array, segment_ids: jax.Array, cache: KVCache,
                     cache_index: jax.Array, *, lora: LoraTree | None = None,

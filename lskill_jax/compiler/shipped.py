@@ -23,10 +23,10 @@ import ml_dtypes
 import numpy as np
 
 from lskill_jax.adapter.adapter import base_fingerprint
-from lskill_jax.checkpoint.safetensors_file import SafetensorsFile, save_file
 from lskill_jax.compiler import checkpoint as ckpt
 from lskill_jax.io import atomic_dir
 from lskill_jax.sharding import to_host
+from lskill_jax.weights.safetensors_file import SafetensorsFile, save_file
 
 SHIPPED_DIR = os.path.join(os.path.dirname(__file__), "shipped")
 PARAMS_FILE = ckpt.PARAMS_FILE

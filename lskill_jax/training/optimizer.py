@@ -34,7 +34,7 @@ def clip(clip_norm: float, per_group: bool) -> optax.GradientTransformation:
 
   Per group (memory tokens, MetaLoRA, generator) keeps one group's large gradient from
   shrinking the others': zero-initialised memory tokens sit where the backbone's RMSNorm has
-  slope 1/sqrt(eps), so their gradient norm is 10-1000x the rest and varies wildly per batch.
+  slope 1/sqrt(eps), so their gradient norm is 10-100x the rest and varies wildly per batch.
   """
   whole = optax.clip_by_global_norm(clip_norm)
   if not per_group:

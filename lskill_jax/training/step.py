@@ -197,10 +197,6 @@ def _between_document_variance(factors) -> tuple[jax.Array, jax.Array]:
 # ----------------------------------------------------------------------------- shardings
 
 
-def batch_logical() -> dict[str, tuple]:
-  return {k: ("batch", None) for k in BATCH_KEYS}
-
-
 def state_shardings(mesh, state: TrainState):
   """Shardings of the train state: params by their logical axes; every params-shaped subtree of
   the optimizer state (Adam moments) like the params; everything else (counts) replicated."""

@@ -33,11 +33,11 @@ from tqdm import tqdm
 
 from lskill_jax import sharding as shd
 from lskill_jax.adapter.adapter import base_fingerprint
-from lskill_jax.backbone.loading import backbone_from_config
 from lskill_jax.compiler import checkpoint as compiler_ckpt
 from lskill_jax.compiler.hypernet import calibrate
 from lskill_jax.compiler.skill_compiler import init_params, spec_from_config
 from lskill_jax.data import pipeline
+from lskill_jax.experiment import backbone_from_config
 from lskill_jax.training import optimizer as optim
 from lskill_jax.training import run_config
 from lskill_jax.training.datasets import make_datasets

@@ -21,10 +21,10 @@ import jax
 import numpy as np
 
 from lskill_jax import sharding as shd
-from lskill_jax.backbone.loading import backbone_from_config
 from lskill_jax.compiler.skill_compiler import SkillCompiler, spec_from_config
 from lskill_jax.data import stage1
 from lskill_jax.data.chat import tokenize_conversation
+from lskill_jax.experiment import backbone_from_config
 from lskill_jax.inference import forward
 from lskill_jax.training.datasets import eval_batches
 from lskill_jax.training.step import BATCH_KEYS, StepConfig, eval_step_jit

@@ -16,7 +16,6 @@ from collections.abc import Iterable, Sequence
 _PUNCT = frozenset(string.punctuation)
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 
-ACTION_TAGS = ("search", "answer")
 _COMPLETE_TAG = re.compile(r"<\s*(search|answer)\s*>(.*?)<\s*/\s*\1\s*>", re.IGNORECASE | re.DOTALL)
 _OPEN_TAG = re.compile(r"<\s*(search|answer)\s*>", re.IGNORECASE)
 _ANY_TAG = re.compile(r"<\s*/?\s*(?:search|answer|think|information)\s*>", re.IGNORECASE)

@@ -6,8 +6,7 @@ import os
 
 import numpy as np
 
-from lskill_jax.backbone.config import UnsupportedConfigError
-from lskill_jax.checkpoint.hf_dir import TensorSource
+from lskill_jax.weights.hf_dir import TensorSource, UnsupportedConfigError
 
 _LAYER_NAMES = {
     "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",

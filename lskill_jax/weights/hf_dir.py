@@ -7,10 +7,17 @@ import os
 
 import numpy as np
 
-from lskill_jax.checkpoint.safetensors_file import CorruptFileError, SafetensorsFile
+from lskill_jax.weights.safetensors_file import CorruptFileError, SafetensorsFile
 
 INDEX_NAME = "model.safetensors.index.json"
 SINGLE_NAME = "model.safetensors"
+
+
+class UnsupportedConfigError(ValueError):
+  """A checkpoint's configuration asks for something this port does not implement.
+
+  Raised by the weight readers (a GGUF architecture or tensor) and by
+  `backbone.config.from_hf_config` (a config.json field), hence defined below both."""
 
 
 class TensorSource:
