@@ -15,11 +15,11 @@ from __future__ import annotations
 import collections
 import json
 import os
-import re
 
 from absl import flags, logging
 
 from launch import common
+from lskill_jax.data.documents import read_skill
 from lskill_jax.envs import searchqa as sq
 from lskill_jax.io import write_json, write_jsonl
 
@@ -38,9 +38,6 @@ flags.DEFINE_string("skill_dir", "skills/searchqa",
                     "<dir>/<skill_type>.txt, for every skill type.")
 FLAGS = flags.FLAGS
 
-_FRONT_MATTER = re.compile(r"\A---\n.*?\n---\n", re.DOTALL)
-
-
 def read_skill_texts(skill_dir: str) -> dict[str, str]:
   """Skill text per skill type, from the project layout or the paper's .txt files."""
   texts = {}
@@ -53,8 +50,7 @@ def read_skill_texts(skill_dir: str) -> dict[str, str]:
       raise FileNotFoundError(
           f"No skill text for {skill_type!r} under {skill_dir!r}; expected one of {candidates}. "
           "Point --skill_dir at the Search-QA skills.")
-    with open(path, encoding="utf-8") as fh:
-      texts[skill_type] = _FRONT_MATTER.sub("", fh.read()).strip()
+    texts[skill_type] = read_skill(path).text  # the body, as the agents and the compiler read it
   return texts
 
 

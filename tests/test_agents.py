@@ -18,6 +18,7 @@ from configs import eval_alfworld, eval_searchqa  # noqa: E402
 from lskill_jax.agents import (accounting, evaluation, prompts, report, results, runner,  # noqa: E402
                                skills, tasks, teacher)
 from lskill_jax.agents.episodes import AlfworldEpisode  # noqa: E402
+from lskill_jax.data.documents import DocumentError, read_skill  # noqa: E402
 from lskill_jax.envs import alfworld as aw  # noqa: E402
 from lskill_jax.envs import searchqa as sq  # noqa: E402
 from lskill_jax.inference import chat_prompt_ids, generate_ids  # noqa: E402
@@ -128,10 +129,17 @@ def runtime(tok, workdir, generate_fn, **kw):
 # ----------------------------------------------------------------------------- skills, parsing
 
 
-def test_skill_documents_and_routing():
-  assert skills.strip_front_matter("---\nname: x\n---\n\n## Body\ntext\n") == "## Body\ntext"
+def test_skill_documents_and_routing(tmp_path):
+  (tmp_path / "x").mkdir()
+  (tmp_path / "x" / "SKILL.md").write_text("---\nname: x\n---\n\n## Body\ntext\n")
+  assert skills.load_skill(str(tmp_path), "x").text == "## Body\ntext"
+  (tmp_path / "y.txt").write_text("---\nname: y\n---\n  \n")
+  with pytest.raises(DocumentError, match="only front matter"):
+    skills.load_skill(str(tmp_path), "y")
   docs = skills.load_skills(ALF_SKILLS, "alfworld")
   assert sorted(docs) == ["clean", "cool", "heat", "look", "pick"]
+  # The in-context text is the body the compiler reads: one parser for both.
+  assert all(d.text == read_skill(d.path).text for d in docs.values())
   assert all(not d.text.startswith("---") and d.text.startswith("## General") for d in docs.values())
   assert skills.skill_name_for("alfworld", "pick_two_obj_and_place") == "pick"
   assert skills.skill_name_for("searchqa", "multi_hop_reasoning") == "multi_hop"
