@@ -6,7 +6,8 @@
 
 Writes ``corpus.jsonl``, ``train.jsonl``, ``test.jsonl`` and ``summary.json`` to
 --out_dir and, with --teacher_out, Stage-2 records built from teacher
-trajectories over the training questions. Prints counts by skill type and the
+trajectories over the training questions (written by the same function as
+launch/make_teacher_data.py's, token lengths measured with --model's tokenizer). Prints counts by skill type and the
 retriever's recall@k on the direct questions.
 """
 
@@ -16,9 +17,11 @@ import collections
 import json
 import os
 
-from absl import flags, logging
+from absl import app, flags, logging
 
 from launch import common
+import lskill_jax as lsj
+from lskill_jax.agents import teacher
 from lskill_jax.data.documents import read_skill
 from lskill_jax.envs import searchqa as sq
 from lskill_jax.io import write_json, write_jsonl
@@ -32,6 +35,8 @@ flags.DEFINE_string("retriever_factory", None,
                     "Optional 'package.module:function' building a retriever from the passage list "
                     "(default: BM25).")
 flags.DEFINE_string("teacher_out", None, "Where to write Stage-2 records (JSONL); none if unset.")
+flags.DEFINE_string("model", "smollm2-135m",
+                    "Backbone whose tokenizer measures the teacher records' token lengths.")
 flags.DEFINE_enum("teacher_split", "train", ["train", "test"], "Questions the teacher records come from.")
 flags.DEFINE_string("skill_dir", "skills/searchqa",
                     "Skill texts: <dir>/<skill_type>/SKILL.md (front matter dropped) or "
@@ -62,6 +67,9 @@ def main(argv):
   del argv
   # Read the skills first: a wrong --skill_dir should fail before any work.
   skills = read_skill_texts(FLAGS.skill_dir) if FLAGS.teacher_out else None
+  tokenizer = lsj.load_backbone(FLAGS.model).tokenizer if FLAGS.teacher_out else None
+  if FLAGS.teacher_out and tokenizer is None:
+    raise app.UsageError(f"--model={FLAGS.model} has no tokenizer to measure lengths with.")
 
   facts = sq.load_country_facts()
   passages = sq.build_corpus(facts)
@@ -82,8 +90,8 @@ def main(argv):
   }
 
   if FLAGS.teacher_out:
-    records, stats = sq.stage2_records(splits[FLAGS.teacher_split], retriever, skills, topk=FLAGS.topk)
-    write_jsonl(FLAGS.teacher_out, records)
+    trajectories, stats = sq.build_trajectories(splits[FLAGS.teacher_split], retriever, topk=FLAGS.topk)
+    write_jsonl(FLAGS.teacher_out, teacher.searchqa_stage2_records(trajectories, skills, tokenizer))
     summary["teacher"] = stats
 
   write_json(os.path.join(FLAGS.out_dir, "summary.json"), summary, ensure_ascii=False,
