@@ -6,7 +6,8 @@
 
 Writes ``corpus.jsonl``, ``train.jsonl``, ``test.jsonl`` and ``summary.json`` to
 --out_dir and, with --teacher_out, Stage-2 records built from teacher
-trajectories over the training questions. Prints counts by skill type and the
+trajectories over the training questions (written by the same function as
+launch/make_teacher_data.py's, token lengths measured with --model's tokenizer). Prints counts by skill type and the
 retriever's recall@k on the direct questions.
 """
 
@@ -15,11 +16,13 @@ from __future__ import annotations
 import collections
 import json
 import os
-import re
 
-from absl import flags, logging
+from absl import app, flags, logging
 
 from launch import common
+import lskill_jax as lsj
+from lskill_jax.agents import teacher
+from lskill_jax.data.documents import read_skill
 from lskill_jax.envs import searchqa as sq
 from lskill_jax.io import write_json, write_jsonl
 
@@ -32,14 +35,13 @@ flags.DEFINE_string("retriever_factory", None,
                     "Optional 'package.module:function' building a retriever from the passage list "
                     "(default: BM25).")
 flags.DEFINE_string("teacher_out", None, "Where to write Stage-2 records (JSONL); none if unset.")
+flags.DEFINE_string("model", "smollm2-135m",
+                    "Backbone whose tokenizer measures the teacher records' token lengths.")
 flags.DEFINE_enum("teacher_split", "train", ["train", "test"], "Questions the teacher records come from.")
 flags.DEFINE_string("skill_dir", "skills/searchqa",
                     "Skill texts: <dir>/<skill_type>/SKILL.md (front matter dropped) or "
                     "<dir>/<skill_type>.txt, for every skill type.")
 FLAGS = flags.FLAGS
-
-_FRONT_MATTER = re.compile(r"\A---\n.*?\n---\n", re.DOTALL)
-
 
 def read_skill_texts(skill_dir: str) -> dict[str, str]:
   """Skill text per skill type, from the project layout or the paper's .txt files."""
@@ -53,8 +55,7 @@ def read_skill_texts(skill_dir: str) -> dict[str, str]:
       raise FileNotFoundError(
           f"No skill text for {skill_type!r} under {skill_dir!r}; expected one of {candidates}. "
           "Point --skill_dir at the Search-QA skills.")
-    with open(path, encoding="utf-8") as fh:
-      texts[skill_type] = _FRONT_MATTER.sub("", fh.read()).strip()
+    texts[skill_type] = read_skill(path).text  # the body, as the agents and the compiler read it
   return texts
 
 
@@ -66,6 +67,9 @@ def main(argv):
   del argv
   # Read the skills first: a wrong --skill_dir should fail before any work.
   skills = read_skill_texts(FLAGS.skill_dir) if FLAGS.teacher_out else None
+  tokenizer = lsj.load_backbone(FLAGS.model).tokenizer if FLAGS.teacher_out else None
+  if FLAGS.teacher_out and tokenizer is None:
+    raise app.UsageError(f"--model={FLAGS.model} has no tokenizer to measure lengths with.")
 
   facts = sq.load_country_facts()
   passages = sq.build_corpus(facts)
@@ -86,8 +90,8 @@ def main(argv):
   }
 
   if FLAGS.teacher_out:
-    records, stats = sq.stage2_records(splits[FLAGS.teacher_split], retriever, skills, topk=FLAGS.topk)
-    write_jsonl(FLAGS.teacher_out, records)
+    trajectories, stats = sq.build_trajectories(splits[FLAGS.teacher_split], retriever, topk=FLAGS.topk)
+    write_jsonl(FLAGS.teacher_out, teacher.searchqa_stage2_records(trajectories, skills, tokenizer))
     summary["teacher"] = stats
 
   write_json(os.path.join(FLAGS.out_dir, "summary.json"), summary, ensure_ascii=False,

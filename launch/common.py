@@ -17,7 +17,7 @@ from lskill_jax.agents.skills import SkillError
 from lskill_jax.backbone.config import UnsupportedConfigError
 from lskill_jax.backbone.loading import WeightMismatchError
 from lskill_jax.compiler.checkpoint import CheckpointError
-from lskill_jax.compiler.documents import DocumentError
+from lskill_jax.data.documents import DocumentError
 from lskill_jax.data.records import DataError
 from lskill_jax.inference import PromptError, TokenRangeError
 from lskill_jax.io import JSONLError

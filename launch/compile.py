@@ -32,8 +32,8 @@ from launch import common
 import lskill_jax as lsj
 from lskill_jax.backbone.config import from_hf_config
 from lskill_jax.compiler import hypernet, shipped
-from lskill_jax.compiler.documents import DocumentError, find_skill_files, read_skill
 from lskill_jax.compiler.skill_compiler import spec_from_config
+from lskill_jax.data.documents import DocumentError, find_skill_files, read_skill
 
 config_flags.DEFINE_config_file("config", None, "Compiler config (configs/<name>.py) for --describe.")
 flags.DEFINE_bool("describe", False, "Print the compiler geometry and parameter counts; allocates nothing.")

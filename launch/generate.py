@@ -20,7 +20,7 @@ from absl import flags
 
 from launch import common
 import lskill_jax as lsj
-from lskill_jax.compiler.documents import read_skill
+from lskill_jax.data.documents import read_skill
 
 flags.DEFINE_string("model", "smollm2-135m", "HF directory, .gguf file, or embedded model name.")
 flags.DEFINE_multi_string("prompt", ["What is the capital of France?"], "Prompt(s); repeat for a batch.")

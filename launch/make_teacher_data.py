@@ -77,8 +77,7 @@ def searchqa_records(tokenizer) -> tuple[list[dict], dict]:
   trajectories = tasks.round_robin(trajectories, lambda t: t["skill_type"], sq.SKILL_TYPES)
   if FLAGS.num_searchqa >= 0:
     trajectories = trajectories[:FLAGS.num_searchqa]
-  records = [teacher.stage2_record(by_type[t["skill_type"]], sq.trajectory_messages(t), tokenizer)
-             for t in trajectories]
+  records = teacher.searchqa_stage2_records(trajectories, by_type, tokenizer)
   stats["written"] = dict(collections.Counter(t["skill_type"] for t in trajectories))
   return records, stats
 

@@ -10,7 +10,8 @@ from lskill_jax.adapter import (Adapter, AdapterFileError, AdapterMismatchError,
                                 merge, weighted_sum)
 from lskill_jax.backbone import (Backbone, BackboneConfig, UnsupportedConfigError,
                                  WeightMismatchError, load_backbone, random_backbone, with_mesh)
-from lskill_jax.compiler import DocumentError, SkillCompiler
+from lskill_jax.compiler import SkillCompiler
+from lskill_jax.data.documents import DocumentError
 from lskill_jax.experiment import backbone_from_config
 from lskill_jax.inference import TokenRangeError, forward, generate, generate_ids
 from lskill_jax.sharding import make_mesh

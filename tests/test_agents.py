@@ -18,6 +18,7 @@ from configs import eval_alfworld, eval_searchqa  # noqa: E402
 from lskill_jax.agents import (accounting, evaluation, prompts, report, results, runner,  # noqa: E402
                                skills, tasks, teacher)
 from lskill_jax.agents.episodes import AlfworldEpisode  # noqa: E402
+from lskill_jax.data.documents import DocumentError, read_skill  # noqa: E402
 from lskill_jax.envs import alfworld as aw  # noqa: E402
 from lskill_jax.envs import searchqa as sq  # noqa: E402
 from lskill_jax.inference import chat_prompt_ids, generate_ids  # noqa: E402
@@ -128,10 +129,17 @@ def runtime(tok, workdir, generate_fn, **kw):
 # ----------------------------------------------------------------------------- skills, parsing
 
 
-def test_skill_documents_and_routing():
-  assert skills.strip_front_matter("---\nname: x\n---\n\n## Body\ntext\n") == "## Body\ntext"
+def test_skill_documents_and_routing(tmp_path):
+  (tmp_path / "x").mkdir()
+  (tmp_path / "x" / "SKILL.md").write_text("---\nname: x\n---\n\n## Body\ntext\n")
+  assert skills.load_skill(str(tmp_path), "x").text == "## Body\ntext"
+  (tmp_path / "y.txt").write_text("---\nname: y\n---\n  \n")
+  with pytest.raises(DocumentError, match="only front matter"):
+    skills.load_skill(str(tmp_path), "y")
   docs = skills.load_skills(ALF_SKILLS, "alfworld")
   assert sorted(docs) == ["clean", "cool", "heat", "look", "pick"]
+  # The in-context text is the body the compiler reads: one parser for both.
+  assert all(d.text == read_skill(d.path).text for d in docs.values())
   assert all(not d.text.startswith("---") and d.text.startswith("## General") for d in docs.values())
   assert skills.skill_name_for("alfworld", "pick_two_obj_and_place") == "pick"
   assert skills.skill_name_for("searchqa", "multi_hop_reasoning") == "multi_hop"
@@ -362,7 +370,14 @@ def test_missing_data_names_the_command(tok, tmp_path):
 # ----------------------------------------------------------------------------- teacher data
 
 
-def test_teacher_turns_are_the_runner_prompts(tok, games_root, tmp_path):
+def _spy_on_the_record_writer(monkeypatch) -> list:
+  """The arguments of every teacher.stage2_record call (the one Stage-2 record writer)."""
+  calls, write = [], teacher.stage2_record
+  monkeypatch.setattr(teacher, "stage2_record", lambda *a: calls.append(a) or write(*a))
+  return calls
+
+
+def test_teacher_turns_are_the_runner_prompts(tok, games_root, tmp_path, monkeypatch):
   game = tasks.alfworld_games("valid_seen", games_root)[0]
   play, = aw.expert_trajectories([game.game_file])
   assert play.won
@@ -379,11 +394,29 @@ def test_teacher_turns_are_the_runner_prompts(tok, games_root, tmp_path):
   assert rec["won"] and rec["fallbacks"] == 0
 
   skill_text = skills.load_skills(ALF_SKILLS, "alfworld")["pick"].text
+  written = _spy_on_the_record_writer(monkeypatch)
   record, = teacher.alfworld_stage2_records([play], {play.task_type: skill_text}, tok)
+  assert len(written) == 1
   assert sorted(record) == ["context", "contextlen", "conversationlen", "conversations"]
   assert record["context"] == skill_text and record["conversations"] == conversation
   assert record["contextlen"] == len(tok(skill_text, add_special_tokens=False)["input_ids"])
   assert record["conversationlen"] > sum(len(chat_prompt_ids(tok, u)) for u in users[-1:])
+
+
+def test_searchqa_teacher_records_come_from_the_same_writer(tok, sqa_dir, monkeypatch):
+  trajs, _ = sq.build_trajectories(tasks.searchqa_questions(sqa_dir, "train")[:6],
+                                   tasks.searchqa_retriever(sqa_dir))
+  assert trajs
+  skill_for = {t: f"The {t} skill." for t in sq.SKILL_TYPES}
+  written = _spy_on_the_record_writer(monkeypatch)
+  recs = teacher.searchqa_stage2_records(trajs, skill_for, tok)
+  assert len(written) == len(recs) == len(trajs)
+  for rec, t in zip(recs, trajs):
+    assert sorted(rec) == ["context", "contextlen", "conversationlen", "conversations"]
+    assert rec["context"] == skill_for[t["skill_type"]]
+    assert rec["conversations"] == sq.trajectory_messages(t)
+  with pytest.raises(KeyError, match="no skill text"):
+    teacher.searchqa_stage2_records(trajs[:1], {}, tok)
 
 
 # ----------------------------------------------------------------------------- files, tables

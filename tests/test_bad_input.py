@@ -18,8 +18,8 @@ import pytest
 import lskill_jax as lsj
 from configs import stage1_tiny, tiny
 from lskill_jax.compiler.cache import AdapterCache, backbone_id
-from lskill_jax.compiler.documents import find_skill_files, read_skill
 from lskill_jax.data import records
+from lskill_jax.data.documents import find_skill_files, read_skill
 from lskill_jax.inference import PromptError, PromptTooLongError
 from lskill_jax.training import optimizer as optim
 from lskill_jax.training import run_config

@@ -22,6 +22,7 @@ import pytest
 import lskill_jax as lsj
 from configs import stage1_tiny, tiny
 from lskill_jax.data import pipeline
+from lskill_jax.data.stage1 import Stage1Options
 from lskill_jax.training.trainer import train
 from lskill_jax.training.validation import evaluate_checkpoint
 
@@ -127,17 +128,17 @@ def test_process_rows_make_the_single_process_batches():
   c = stage1_tiny.get_config()
   tok = lsj.backbone_from_config(tiny.get_config()).tokenizer
   texts = _documents(12)
-  cfg = pipeline.DataConfig(seq_len=c.data.seq_len, context_len=c.data.context_len, batch_size=4)
-  whole = pipeline.stage1_dataset(tok, texts, cfg)
+  opts = Stage1Options(seq_len=c.data.seq_len, context_len=c.data.context_len)
+  whole = pipeline.stage1_dataset(tok, texts, opts, batch_size=4)
   for split in (((0,), (1, 2, 3)), ((0, 2), (1, 3))):  # blocks, or rows interleaved by the mesh
-    parts = [pipeline.stage1_dataset(tok, texts, cfg, rows=rows) for rows in split]
+    parts = [pipeline.stage1_dataset(tok, texts, opts, batch_size=4, rows=rows) for rows in split]
     order = np.argsort(np.concatenate(split))
     for k in range(3):
       for key, value in whole[k].items():
         np.testing.assert_array_equal(np.concatenate([p[k][key] for p in parts])[order], value,
                                       err_msg=key)
   with pytest.raises(ValueError, match=r"rows \(2, 4\) are not increasing row indices of a batch of 4"):
-    pipeline.stage1_dataset(tok, texts, cfg, rows=(2, 4))
+    pipeline.stage1_dataset(tok, texts, opts, batch_size=4, rows=(2, 4))
 
 
 def test_two_processes_train_resume_and_match_one(runs):

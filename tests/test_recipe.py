@@ -14,7 +14,7 @@ from conftest import save_tiny_model
 from configs import stage1_smollm2_135m_cpu, stage1_tiny
 from lskill_jax.compiler import hypernet
 from lskill_jax.data import pipeline
-from lskill_jax.data.stage1 import split_to_fit
+from lskill_jax.data.stage1 import Stage1Options, split_to_fit
 from lskill_jax.io import write_jsonl
 from lskill_jax.training import datasets
 from lskill_jax.training import optimizer as optim
@@ -112,8 +112,9 @@ def test_contrastive_term_value_and_gradient():
 
 def _batch(bb):
   texts = [f"Step {i}: open drawer {i}, take key {i}, close it. " * 2 for i in range(4)]
-  dcfg = pipeline.DataConfig(seq_len=160, context_len=64, batch_size=4)
-  return {k: v for k, v in pipeline.stage1_dataset(bb.tokenizer, texts, dcfg)[0].items() if k != "n_docs"}
+  opts = Stage1Options(seq_len=160, context_len=64)
+  return {k: v for k, v in pipeline.stage1_dataset(bb.tokenizer, texts, opts, batch_size=4)[0].items()
+          if k != "n_docs"}
 
 
 def _step_metrics(**options):
@@ -331,14 +332,16 @@ def test_a_second_corpus_is_mixed_in_at_its_fraction_of_the_examples(tmp_path):
   bb = lsj.backbone_from_config(c)
   texts = [f"To open drawer {i}, pull the handle and look inside. " * 3 for i in range(40)]
   items = [f"Items: apple lamp towel{i} knife bread kettle." for i in range(40)]
-  dcfg = pipeline.DataConfig(seq_len=160, context_len=64, batch_size=4)
-  alone = pipeline.stage1_dataset(bb.tokenizer, texts, dcfg)
-  mixed = pipeline.stage1_dataset(bb.tokenizer, texts, dcfg, mix_texts=items, mix_fraction=0.25)
+  opts = Stage1Options(seq_len=160, context_len=64)
+  alone = pipeline.stage1_dataset(bb.tokenizer, texts, opts, batch_size=4)
+  mixed = pipeline.stage1_dataset(bb.tokenizer, texts, opts, batch_size=4, mix_texts=items,
+                                  mix_fraction=0.25)
   from_items = [["Items:" in bb.tokenizer.decode(row[m > 0]) for row, m in
                  zip(mixed[k]["doc_tokens"], mixed[k]["doc_mask"])] for k in range(8)]
   assert sum(map(sum, from_items)) == 8  # a quarter of 32 examples
   assert not any(from_items[0][:3])      # the main corpus leads
-  unmixed = pipeline.stage1_dataset(bb.tokenizer, texts, dcfg, mix_texts=items, mix_fraction=0.0)
+  unmixed = pipeline.stage1_dataset(bb.tokenizer, texts, opts, batch_size=4, mix_texts=items,
+                                    mix_fraction=0.0)
   for k in range(3):
     for key in alone[k]:
       np.testing.assert_array_equal(alone[k][key], unmixed[k][key])

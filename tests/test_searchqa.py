@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from conftest import save_tiny_model
 from lskill_jax.envs import searchqa as sq
 from lskill_jax.envs.searchqa.questions import MIN_COMPARISON_RATIO
 from lskill_jax.io import read_jsonl
@@ -326,7 +327,6 @@ def test_batch_steps_many_episodes_with_one_retrieval_call(retriever):
 # --- teacher ------------------------------------------------------------------------------
 
 
-SKILLS = {t: f"skill text for {t}" for t in sq.SKILL_TYPES}
 
 
 def test_teacher_trajectories_read_their_facts(splits, retriever):
@@ -344,14 +344,14 @@ def test_teacher_trajectories_read_their_facts(splits, retriever):
       assert set(turn["passage_ids"]) & set(hop["support"])
 
 
-def test_stage2_records_follow_the_conversation_format(splits, retriever):
+def test_trajectory_messages_follow_the_conversation_format(splits, retriever):
   sample = [q for q in splits["train"] if q["skill_type"] == "multi_hop"][:5]
-  records, _ = sq.stage2_records(sample, retriever, SKILLS)
-  assert records
-  for rec, q in zip(records, sample):
-    assert set(rec) == {"context", "conversations"}
-    assert rec["context"] == SKILLS["multi_hop"]
-    msgs = rec["conversations"]
+  trajs, _ = sq.build_trajectories(sample, retriever)
+  assert trajs
+  questions = {q["id"]: q for q in sample}
+  for traj in trajs:
+    q = questions[traj["id"]]
+    msgs = sq.trajectory_messages(traj)
     assert [m["role"] for m in msgs[:2]] == ["system", "user"]
     assert all(m["role"] == "assistant" for m in msgs[2::2])
     assert all(m["content"].startswith("<information>") for m in msgs[3::2])
@@ -379,24 +379,21 @@ def test_teacher_drops_trajectories_whose_searches_miss(splits, corpus):
   assert trajs == [] and stats["unsupported"] == 10
 
 
-def test_render_stage2_names_a_missing_skill(splits, retriever):
-  trajs, _ = sq.build_trajectories(splits["train"][:1], retriever)
-  with pytest.raises(KeyError, match="No skill text"):
-    sq.render_stage2(trajs[0], {})
-
-
 # --- launch -------------------------------------------------------------------------------
 
 
 def test_launch_writes_all_outputs(tmp_path):
+  model = tmp_path / "tiny_qwen3"  # its tokenizer (Qwen3's) measures the records' lengths
+  save_tiny_model(model, vocab_size=151936, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                  num_attention_heads=2, num_key_value_heads=1, head_dim=16)
   skill_dir = tmp_path / "skills"
   for t in sq.SKILL_TYPES:
     (skill_dir / t).mkdir(parents=True)
     (skill_dir / t / "SKILL.md").write_text(f"---\nname: {t}\n---\n\nBody of {t}.\n")
   out = tmp_path / "out"
   cmd = [sys.executable, "-m", "launch.build_searchqa", f"--out_dir={out}", "--per_type=30",
-         f"--teacher_out={out / 'stage2.jsonl'}", f"--skill_dir={skill_dir}"]
-  proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=120, check=False)
+         f"--teacher_out={out / 'stage2.jsonl'}", f"--skill_dir={skill_dir}", f"--model={model}"]
+  proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False)
   assert proc.returncode == 0, proc.stderr[-2000:]
   summary = json.loads((out / "summary.json").read_text())
   assert summary["questions"]["train"] == {t: 24 for t in sorted(sq.SKILL_TYPES)}
@@ -404,4 +401,5 @@ def test_launch_writes_all_outputs(tmp_path):
   stage2 = read_jsonl(str(out / "stage2.jsonl"))
   assert len(stage2) == summary["teacher"]["kept"] > 0
   assert stage2[0]["context"].startswith("Body of ")
+  assert sorted(stage2[0]) == ["context", "contextlen", "conversationlen", "conversations"]
   assert len(read_jsonl(str(out / "test.jsonl"))) == 18

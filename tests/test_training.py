@@ -15,6 +15,7 @@ import lskill_jax as lsj
 from configs import stage1_tiny, stage2_tiny
 from lskill_jax.compiler import hypernet
 from lskill_jax.data import pipeline, records
+from lskill_jax.data.stage1 import Stage1Options
 from lskill_jax.io import write_json, write_jsonl
 from lskill_jax.training import optimizer as optim
 from lskill_jax.training.step import StepConfig, TrainState, state_shardings, train_step
@@ -89,8 +90,8 @@ def _step_inputs():
   bb = lsj.backbone_from_config(c)
   comp = lsj.SkillCompiler.create(bb, c, seed=0)
   texts = [f"Step {i}: open the drawer, take the key, and close it again. " * 3 for i in range(4)]
-  dcfg = pipeline.DataConfig(seq_len=256, context_len=128, batch_size=4)
-  batch = pipeline.stage1_dataset(bb.tokenizer, texts, dcfg)[0]
+  opts = Stage1Options(seq_len=256, context_len=128)
+  batch = pipeline.stage1_dataset(bb.tokenizer, texts, opts, batch_size=4)[0]
   batch = {k: v for k, v in batch.items() if k != "n_docs"}
   opt, sched = optim.make(1e-3, 1, 10)
   return bb, comp, batch, opt, sched

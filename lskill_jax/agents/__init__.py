@@ -16,7 +16,7 @@ from lskill_jax.agents.prompts import (MODES, Prompt, alfworld_prompt, choose_ac
                                        parse_action, searchqa_prompt)
 from lskill_jax.agents.results import ResultsLog
 from lskill_jax.agents.runner import backbone_generate_fn, run_episodes
-from lskill_jax.agents.skills import SkillDoc, load_skills, skill_name_for, strip_front_matter
+from lskill_jax.agents.skills import SkillDoc, load_skills, skill_name_for
 from lskill_jax.agents.tasks import DataMissingError
 
 __all__ = [
@@ -24,5 +24,5 @@ __all__ = [
     "ResultsLog", "Runtime", "SearchQAEpisode", "SkillDoc", "TokenLedger", "alfworld_prompt",
     "backbone_generate_fn", "choose_action", "encode_prompt", "evaluate", "evaluate_backbone",
     "load_skills", "open_game", "parse_action", "render_chat", "run_episodes", "searchqa_prompt",
-    "skill_name_for", "strip_front_matter",
+    "skill_name_for",
 ]

@@ -1,7 +1,8 @@
 """Skill documents for the agents: reading `skills/<env>/<skill>/SKILL.md` and routing tasks.
 
 A skill document opens with a YAML front matter block (`---` lines); the body after it is
-what the in-context baseline shows and what the compiler reads. ALFWorld has six task types
+what the in-context baseline shows and what the compiler reads, both parsed by
+`lskill_jax.data.documents` (the one reader of a skill file). ALFWorld has six task types
 and five skills (Pick2 uses the pick skill); Search-QA routes a question by its skill type.
 """
 
@@ -9,10 +10,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from typing import Mapping
 
-_FRONT_MATTER = re.compile(r"\A---[ \t]*\r?\n.*?\r?\n---[ \t]*(\r?\n|\Z)", re.DOTALL)
+from lskill_jax.data.documents import read_skill
 
 # ALFWorld task type -> skill directory (skills/README.md).
 ALFWORLD_SKILL_FOR_TASK = {
@@ -37,11 +37,6 @@ class SkillError(ValueError):
   """A skill document is missing, or a task has no skill."""
 
 
-def strip_front_matter(text: str) -> str:
-  """The body of a skill document: the leading `---` YAML block removed, outer blank space trimmed."""
-  return _FRONT_MATTER.sub("", text, count=1).strip()
-
-
 @dataclasses.dataclass(frozen=True)
 class SkillDoc:
   """One skill: its name (directory), the body text and where it was read from."""
@@ -51,17 +46,17 @@ class SkillDoc:
 
 
 def load_skill(skill_dir: str, name: str) -> SkillDoc:
-  """Reads `<skill_dir>/<name>/SKILL.md` (or the paper's flat `<skill_dir>/<name>.txt`)."""
+  """Reads `<skill_dir>/<name>/SKILL.md` (or the paper's flat `<skill_dir>/<name>.txt`).
+
+  The text is the document body as the compiler reads it (`read_skill`: front matter removed);
+  an empty, binary or unreadable file raises its DocumentError.
+  """
   candidates = [os.path.join(skill_dir, name, "SKILL.md"), os.path.join(skill_dir, f"{name}.txt")]
   path = next((c for c in candidates if os.path.isfile(c)), None)
   if path is None:
     raise SkillError(f"No skill document for {name!r}: looked for {candidates}. Point the "
                      "skill directory at skills/<env> (see skills/README.md).")
-  with open(path, encoding="utf-8") as f:
-    text = strip_front_matter(f.read())
-  if not text:
-    raise SkillError(f"{path} has no text after its front matter.")
-  return SkillDoc(name, text, path)
+  return SkillDoc(name, read_skill(path).text, path)
 
 
 def load_skills(skill_dir: str, env: str) -> dict[str, SkillDoc]:

@@ -1,11 +1,13 @@
-"""ALFWorld teacher trajectories: expert plays turned into agent turns and demonstrations.
+"""Teacher trajectories turned into agent turns, demonstrations and Stage-2 records.
 
 An expert play (`envs.alfworld.expert_trajectories`) has observations, admissible commands
 and actions but no reasoning. `expert_thoughts` writes a short, grounded `<think>` for each
 action from the action itself, what the agent holds and the game's targets (read from the
 game's traj_data.json). `alfworld_conversation` renders a play as the turns the evaluation
-runner would see: each user turn is exactly the vanilla prompt of that step; `stage2_record`
-adds the skill text as context and the token lengths of the Stage-2 format.
+runner would see: each user turn is exactly the vanilla prompt of that step. Search-QA
+trajectories come from `envs.searchqa` with their messages. `stage2_record` is the one writer
+of a Stage-2 record for both environments: the skill text as context, the conversation, and
+the token lengths of the authors' format.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Mapping, Sequence
 
 from lskill_jax.agents import prompts
 from lskill_jax.agents.accounting import count_chat_tokens, count_text_tokens
+from lskill_jax.envs import searchqa as sq
 
 _GO = re.compile(r"^go to (.+)$")
 _OPEN = re.compile(r"^open (.+)$")
@@ -169,4 +172,16 @@ def alfworld_stage2_records(plays: Sequence, skill_for_type: Mapping[str, str], 
       raise KeyError(f"no skill text for task type {play.task_type!r}; have {sorted(skill_for_type)}.")
     conversation = alfworld_conversation(play, history_length, obs_chars)
     records.append(stage2_record(skill_for_type[play.task_type], conversation, tokenizer))
+  return records
+
+
+def searchqa_stage2_records(trajectories: Sequence[dict], skill_for_type: Mapping[str, str],
+                            tokenizer) -> list[dict]:
+  """Search-QA teacher trajectories -> Stage-2 records (context = the skill of the question's type)."""
+  records = []
+  for traj in trajectories:
+    if traj["skill_type"] not in skill_for_type:
+      raise KeyError(f"no skill text for skill type {traj['skill_type']!r}; have {sorted(skill_for_type)}.")
+    records.append(stage2_record(skill_for_type[traj["skill_type"]], sq.trajectory_messages(traj),
+                                 tokenizer))
   return records

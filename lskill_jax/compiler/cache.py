@@ -19,8 +19,8 @@ import numpy as np
 
 from lskill_jax.adapter.adapter import Adapter, base_fingerprint, text_hash
 from lskill_jax.adapter.files import AdapterFileError
-from lskill_jax.compiler.documents import DocumentError, SkillDocument, parse_skill
 from lskill_jax.compiler.skill_compiler import OVERLONG
+from lskill_jax.data.documents import DocumentError, SkillDocument, parse_skill
 from lskill_jax.sharding import to_host
 
 

@@ -21,8 +21,8 @@ from lskill_jax.adapter.adapter import Adapter, base_fingerprint, text_hash, wei
 from lskill_jax.backbone.loading import Backbone
 from lskill_jax.compiler import checkpoint as ckpt
 from lskill_jax.compiler import hypernet, latentskill_io, shipped
-from lskill_jax.compiler.documents import DocumentError, SkillDocument, parse_skill
 from lskill_jax.compiler.hypernet import CompilerSpec
+from lskill_jax.data.documents import DocumentError, SkillDocument, parse_skill
 
 OVERLONG = ("error", "truncate", "chunk")
 _LENGTH_BUCKET = 64

@@ -21,7 +21,7 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from lskill_jax.compiler.documents import DocumentError, find_skill_files, read_skill
+from lskill_jax.data.documents import DocumentError, find_skill_files, read_skill
 from lskill_jax.io import atomic_file
 
 

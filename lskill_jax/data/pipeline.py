@@ -10,24 +10,12 @@ reading everything would.
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any, Sequence
 
 import grain
 import numpy as np
 
 from lskill_jax.data import stage1, stage2
-
-
-@dataclasses.dataclass
-class DataConfig:
-  seq_len: int
-  context_len: int
-  batch_size: int             # examples per optimizer step, all processes and micro-batches
-  seed: int = 0
-  p_completion: float = 0.5
-  min_cut: float = 0.1
-  max_cut: float = 0.3
 
 
 def _batched_rows(ds, batch_size: int, rows: Sequence[int] | None):
@@ -53,40 +41,42 @@ def stage1_groups(tokenizer, texts: list[str], seq_len: int) -> list[list[int]]:
   return stage1.pack_documents(lengths, budget=seq_len - 32)
 
 
-def _stage1_examples(tokenizer, texts: list[str], cfg: DataConfig, epochs: int, seed: int):
-  groups = stage1_groups(tokenizer, texts, cfg.seq_len)
-  opts = stage1.Stage1Options(seq_len=cfg.seq_len, context_len=cfg.context_len,
-                              p_completion=cfg.p_completion, min_cut=cfg.min_cut, max_cut=cfg.max_cut)
+def _stage1_examples(tokenizer, texts: list[str], opts: stage1.Stage1Options, epochs: int, seed: int):
+  groups = stage1_groups(tokenizer, texts, opts.seq_len)
   ds = grain.MapDataset.source(groups).repeat(epochs).shuffle(seed=seed)
   return ds.random_map(lambda group, rng: stage1.build_example(tokenizer, [texts[i] for i in group], rng, opts),
                        seed=seed + 1)
 
 
-def stage1_dataset(tokenizer, texts: list[str], cfg: DataConfig, *, epochs: int = 1000,
-                   rows: Sequence[int] | None = None, mix_texts: Sequence[str] = (),
-                   mix_fraction: float = 0.0):
-  """Batches of packed Stage-1 examples: a grain.MapDataset of dicts of [batch, ...] arrays
-  (rows: this process's row indices of each batch, None = all).
+def stage1_dataset(tokenizer, texts: list[str], opts: stage1.Stage1Options, *, batch_size: int,
+                   seed: int = 0, epochs: int = 1000, rows: Sequence[int] | None = None,
+                   mix_texts: Sequence[str] = (), mix_fraction: float = 0.0):
+  """Batches of packed Stage-1 examples: a grain.MapDataset of dicts of [batch, ...] arrays.
+
+  opts: how each example is built (lengths, completion share and cut); batch_size: examples
+  per optimizer step, all processes and micro-batches; seed: the shuffle and the per-example
+  randomness; rows: this process's row indices of each batch, None = all.
 
   mix_texts, mix_fraction: a second corpus that makes up that fraction of the examples,
   interleaved evenly (e.g. the items task beside real documents). With no mix the examples
   are exactly those of `texts` alone.
   """
-  ds = _stage1_examples(tokenizer, texts, cfg, epochs, cfg.seed)
+  ds = _stage1_examples(tokenizer, texts, opts, epochs, seed)
   if mix_fraction > 0:
     if not mix_texts:
       raise ValueError(f"mix_fraction={mix_fraction} needs mix_texts (the corpus to mix in).")
-    other = _stage1_examples(tokenizer, list(mix_texts), cfg, epochs, cfg.seed + 2)
+    other = _stage1_examples(tokenizer, list(mix_texts), opts, epochs, seed + 2)
     ds = grain.MapDataset.mix([ds, other], weights=[1.0 - mix_fraction, mix_fraction])
-  return _batched_rows(ds, cfg.batch_size, rows)
+  return _batched_rows(ds, batch_size, rows)
 
 
-def stage2_dataset(tokenizer, records: list[dict], cfg: DataConfig, *, epochs: int = 1000,
+def stage2_dataset(tokenizer, records: list[dict], *, seq_len: int, context_len: int,
+                   batch_size: int, seed: int = 0, epochs: int = 1000,
                    rows: Sequence[int] | None = None):
-  """Batches of Stage-2 examples (one record each; rows as in `stage1_dataset`)."""
-  ds = grain.MapDataset.source(records).repeat(epochs).shuffle(seed=cfg.seed)
-  ds = ds.map(lambda r: stage2.build_example(tokenizer, r, cfg.context_len, cfg.seq_len))
-  return _batched_rows(ds, cfg.batch_size, rows)
+  """Batches of Stage-2 examples (one record each; the rest as in `stage1_dataset`)."""
+  ds = grain.MapDataset.source(records).repeat(epochs).shuffle(seed=seed)
+  ds = ds.map(lambda r: stage2.build_example(tokenizer, r, context_len, seq_len))
+  return _batched_rows(ds, batch_size, rows)
 
 
 class Batches:

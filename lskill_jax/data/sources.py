@@ -28,8 +28,8 @@ from typing import Iterator
 
 import numpy as np
 
-from lskill_jax.compiler.documents import DocumentError, parse_skill
 from lskill_jax.data.corpus import Candidate, unusable
+from lskill_jax.data.documents import DocumentError, parse_skill
 from lskill_jax.data.roff import ManLink, man_to_text
 
 ITEMS = tuple("apple lamp towel knife bread kettle mirror pillow candle shelf drawer basket spoon "

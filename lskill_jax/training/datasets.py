@@ -9,6 +9,7 @@ Stage 2 reads a skill_ift json and holds out its last data.val_records records.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Sequence
 
 from absl import logging
@@ -74,11 +75,11 @@ def fitting(tokenizer, texts: list[str], seq_len: int, where: str, overlong: str
   return kept
 
 
-def _data_config(config, batch_size: int) -> pipeline.DataConfig:
-  d = config.data
-  return pipeline.DataConfig(seq_len=d.seq_len, context_len=d.context_len, batch_size=batch_size,
-                             seed=d.seed, p_completion=d.p_completion, min_cut=d.min_cut,
-                             max_cut=d.max_cut)
+def _stage1_options(data) -> stage1.Stage1Options:
+  """How a Stage-1 example is built, from config.data (the one place these fields are read)."""
+  return stage1.Stage1Options(seq_len=data.seq_len, context_len=data.context_len,
+                              p_completion=data.p_completion, min_cut=data.min_cut,
+                              max_cut=data.max_cut)
 
 
 def _stage2_split(config) -> tuple[list, list]:
@@ -94,7 +95,7 @@ def make_datasets(config, tokenizer, rows: Sequence[int] | None = None):
   rows: the row indices of each global training batch this process reads
   (`sharding.process_rows`); None = all. Every process holds all validation batches.
   """
-  dcfg = _data_config(config, config.train.batch_size)
+  d, batch_size = config.data, config.train.batch_size
   if config.stage == 1:
     train, val = load_stage1_texts(config.data)
     overlong = config.data.get("overlong", "skip")
@@ -105,11 +106,12 @@ def make_datasets(config, tokenizer, rows: Sequence[int] | None = None):
       mix, rep = records.read_pretrain_jsonl(config.data.mix, on_error=config.data.on_error)
       logging.info("mixed in at %.0f%% of the examples: %s", 100 * fraction, rep.summary())
       mix = fitting(tokenizer, mix, config.data.seq_len, "data.mix", overlong)
-    return (pipeline.stage1_dataset(tokenizer, train, dcfg, rows=rows, mix_texts=mix,
-                                    mix_fraction=fraction),
+    return (pipeline.stage1_dataset(tokenizer, train, _stage1_options(d), batch_size=batch_size,
+                                    seed=d.seed, rows=rows, mix_texts=mix, mix_fraction=fraction),
             _stage1_batches(config, tokenizer, val[:config.train.eval_docs]))
   train_recs, val_recs = _stage2_split(config)
-  return (pipeline.stage2_dataset(tokenizer, train_recs, dcfg, rows=rows),
+  return (pipeline.stage2_dataset(tokenizer, train_recs, seq_len=d.seq_len, context_len=d.context_len,
+                                  batch_size=batch_size, seed=d.seed, rows=rows),
           _stage2_batches(config, tokenizer, val_recs))
 
 
@@ -142,8 +144,7 @@ def _stage1_batches(config, tokenizer, texts: list[str]) -> list[dict[str, dict]
   d, bs = config.data, max(2, config.train.eval_batch_size)
   if len(texts) < 2:
     return []
-  opts = stage1.Stage1Options(seq_len=d.seq_len, context_len=d.context_len, p_completion=0.0,
-                              min_cut=d.min_cut, max_cut=d.max_cut)
+  opts = dataclasses.replace(_stage1_options(d), p_completion=0.0)
   out = []
   for start in range(0, len(texts) - 1, bs):
     chunk = texts[start:start + bs]
@@ -162,5 +163,7 @@ def _stage2_batches(config, tokenizer, recs: list) -> list[dict[str, dict]]:
   if not recs:
     return []
   bs = max(2, min(len(recs), config.train.eval_batch_size))
-  ds = pipeline.stage2_dataset(tokenizer, recs, _data_config(config, bs), epochs=1)
+  d = config.data
+  ds = pipeline.stage2_dataset(tokenizer, recs, seq_len=d.seq_len, context_len=d.context_len,
+                               batch_size=bs, seed=d.seed, epochs=1)
   return [{"stage2": ds[i]} for i in range(len(ds))]

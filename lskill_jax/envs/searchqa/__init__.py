@@ -55,8 +55,6 @@ from lskill_jax.envs.searchqa.retriever import (
 )
 from lskill_jax.envs.searchqa.teacher import (
   build_trajectories,
-  render_stage2,
-  stage2_records,
   trajectory_messages,
 )
 
@@ -95,11 +93,9 @@ __all__ = [
   "passage_id",
   "question_prompt",
   "read_qa_jsonl",
-  "render_stage2",
   "retrieval_recall",
   "save_corpus",
   "save_questions",
-  "stage2_records",
   "summarize_scores",
   "tokenize",
   "trajectory_messages",

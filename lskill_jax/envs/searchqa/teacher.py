@@ -1,4 +1,4 @@
-"""Teacher trajectories for Search-QA, rendered as Stage-2 training records.
+"""Teacher trajectories for Search-QA and the chat messages they become.
 
 A trajectory follows the question's decomposition (``hops``): for each hop the
 agent thinks briefly, searches with the hop's keyword query and reads the real
@@ -7,13 +7,14 @@ only if every search actually retrieved the passage stating its hop's fact:
 training on a turn that "reads" an answer the observation does not contain
 would teach the agent to ignore its search results.
 
-Stage-2 records are ``{"context": <skill text>, "conversations": [...]}`` with
-system / user / assistant messages, the skill text chosen by skill type.
+``trajectory_messages`` renders a trajectory as system / user / assistant messages; the
+Stage-2 record around them (skill text and token lengths) is written by
+``lskill_jax.agents.teacher``, the one writer for both environments.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 from lskill_jax.envs.searchqa.env import AGENT_INSTRUCTIONS, MAX_STEPS, format_information, question_prompt
 from lskill_jax.envs.searchqa.metrics import hop_supported
@@ -138,27 +139,3 @@ def trajectory_messages(traj: dict) -> list[dict]:
   final = _assistant(traj["final_think"], "answer", traj["answer"])
   messages.append({"role": "assistant", "content": final})
   return messages
-
-
-def render_stage2(traj: dict, skill_for_type: Mapping[str, str]) -> dict:
-  """One Stage-2 record: the skill text of the trajectory's type plus its messages."""
-  skill_type = traj["skill_type"]
-  if skill_type not in skill_for_type:
-    raise KeyError(
-      f"No skill text for skill type {skill_type!r}; skill_for_type has {sorted(skill_for_type)}. "
-      "Provide a skill text for every skill type in the questions."
-    )
-  return {"context": skill_for_type[skill_type], "conversations": trajectory_messages(traj)}
-
-
-def stage2_records(
-  records: Sequence[dict],
-  retriever: Retriever,
-  skill_for_type: Mapping[str, str],
-  topk: int = DEFAULT_TOPK,
-  max_steps: int = MAX_STEPS,
-) -> tuple[list[dict], dict]:
-  """Question records -> Stage-2 records (kept trajectories only) and counts."""
-  trajectories, stats = build_trajectories(records, retriever, topk=topk, max_steps=max_steps)
-  return [render_stage2(t, skill_for_type) for t in trajectories], stats
-
