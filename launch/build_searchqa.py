@@ -2,7 +2,7 @@
 
   python -m launch.build_searchqa --out_dir=workdir/searchqa
   python -m launch.build_searchqa --out_dir=workdir/searchqa \\
-      --teacher_out=workdir/searchqa/stage2_train.jsonl --skill_dir=skills/searchqa
+      --teacher_out=workdir/searchqa/skill_ift/train.json --skill_dir=skills/searchqa
 
 Writes ``corpus.jsonl``, ``train.jsonl``, ``test.jsonl`` and ``summary.json`` to
 --out_dir and, with --teacher_out, Stage-2 records built from teacher
@@ -24,7 +24,7 @@ import lskill_jax as lsj
 from lskill_jax.agents import teacher
 from lskill_jax.data.documents import read_skill
 from lskill_jax.envs import searchqa as sq
-from lskill_jax.io import write_json, write_jsonl
+from lskill_jax.io import write_json
 
 flags.DEFINE_string("out_dir", None, "Directory for corpus.jsonl, train.jsonl, test.jsonl, summary.json.")
 flags.DEFINE_integer("seed", 0, "Seed for question sampling and the train/test split.")
@@ -34,7 +34,8 @@ flags.DEFINE_integer("topk", sq.DEFAULT_TOPK, "Passages per search.")
 flags.DEFINE_string("retriever_factory", None,
                     "Optional 'package.module:function' building a retriever from the passage list "
                     "(default: BM25).")
-flags.DEFINE_string("teacher_out", None, "Where to write Stage-2 records (JSONL); none if unset.")
+flags.DEFINE_string("teacher_out", None, "Where to write Stage-2 records (a skill_ift train.json, what "
+                    "--config.data.train of a Stage-2 config reads); none if unset.")
 flags.DEFINE_string("model", "smollm2-135m",
                     "Backbone whose tokenizer measures the teacher records' token lengths.")
 flags.DEFINE_enum("teacher_split", "train", ["train", "test"], "Questions the teacher records come from.")
@@ -91,7 +92,8 @@ def main(argv):
 
   if FLAGS.teacher_out:
     trajectories, stats = sq.build_trajectories(splits[FLAGS.teacher_split], retriever, topk=FLAGS.topk)
-    write_jsonl(FLAGS.teacher_out, teacher.searchqa_stage2_records(trajectories, skills, tokenizer))
+    write_json(FLAGS.teacher_out, teacher.searchqa_stage2_records(trajectories, skills, tokenizer),
+               ensure_ascii=False, indent=1)
     summary["teacher"] = stats
 
   write_json(os.path.join(FLAGS.out_dir, "summary.json"), summary, ensure_ascii=False,

@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from conftest import save_tiny_model
+from lskill_jax.data.records import read_ift_json
 from lskill_jax.envs import searchqa as sq
 from lskill_jax.envs.searchqa.questions import MIN_COMPARISON_RATIO
 from lskill_jax.io import read_jsonl
@@ -392,14 +393,16 @@ def test_launch_writes_all_outputs(tmp_path):
     (skill_dir / t / "SKILL.md").write_text(f"---\nname: {t}\n---\n\nBody of {t}.\n")
   out = tmp_path / "out"
   cmd = [sys.executable, "-m", "launch.build_searchqa", f"--out_dir={out}", "--per_type=30",
-         f"--teacher_out={out / 'stage2.jsonl'}", f"--skill_dir={skill_dir}", f"--model={model}"]
+         f"--teacher_out={out / 'skill_ift' / 'train.json'}", f"--skill_dir={skill_dir}", f"--model={model}"]
   proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False)
   assert proc.returncode == 0, proc.stderr[-2000:]
   summary = json.loads((out / "summary.json").read_text())
   assert summary["questions"]["train"] == {t: 24 for t in sorted(sq.SKILL_TYPES)}
   assert summary["direct_recall@3"] >= 0.95
-  stage2 = read_jsonl(str(out / "stage2.jsonl"))
+  stage2 = json.loads((out / "skill_ift" / "train.json").read_text())
   assert len(stage2) == summary["teacher"]["kept"] > 0
   assert stage2[0]["context"].startswith("Body of ")
   assert sorted(stage2[0]) == ["context", "contextlen", "conversationlen", "conversations"]
+  kept, _ = read_ift_json(str(out / "skill_ift" / "train.json"))  # what Stage 2 reads
+  assert len(kept) == len(stage2)
   assert len(read_jsonl(str(out / "test.jsonl"))) == 18
