@@ -87,8 +87,9 @@ def _init_from(path: str, spec, abstract_params, shardings):
             if k not in _FREE_ON_INIT}
   if differ:
     listed = "; ".join(f"compiler.{k}: {a!r} there, {b!r} here" for k, (a, b) in differ.items())
-    raise run_config.ConfigError(f"init_from={path}: its compiler differs from this config's ({listed}); set "
-                     "these fields as that run had them, or train from scratch without init_from.")
+    raise run_config.ConfigError(
+        f"init_from={path}: its compiler differs from this config's ({listed}); set these "
+        "fields as that run had them, or train from scratch without init_from.")
   return compiler_ckpt.restore_params(params_dir, _abstract(abstract_params, shardings))
 
 
