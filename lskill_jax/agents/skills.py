@@ -31,6 +31,8 @@ SEARCHQA_SKILL_FOR_TYPE = {
     "comparison": "comparison",
 }
 SKILL_ROUTES = {"alfworld": ALFWORLD_SKILL_FOR_TASK, "searchqa": SEARCHQA_SKILL_FOR_TYPE}
+# The component files of a skill directory, in the order SKILL.md's body joins them.
+COMPONENTS = ("general", "task", "mistakes")
 
 
 class SkillError(ValueError):
@@ -57,6 +59,26 @@ def load_skill(skill_dir: str, name: str) -> SkillDoc:
     raise SkillError(f"No skill document for {name!r}: looked for {candidates}. Point the "
                      "skill directory at skills/<env> (see skills/README.md).")
   return SkillDoc(name, read_skill(path).text, path)
+
+
+def load_components(skill_dir: str, name: str) -> dict[str, str]:
+  """Component -> text of `<skill_dir>/<name>/{general,task,mistakes}.md` (skills/README.md).
+
+  Each text is stripped; the body of SKILL.md is the three joined by one blank line.
+  """
+  texts = {}
+  for part in COMPONENTS:
+    path = os.path.join(skill_dir, name, f"{part}.md")
+    if not os.path.isfile(path):
+      raise SkillError(f"No {part} component for skill {name!r}: {path} is missing (each skill "
+                       "directory holds general.md, task.md and mistakes.md, skills/README.md).")
+    texts[part] = read_skill(path).text
+  return texts
+
+
+def join_components(parts: Mapping[str, str]) -> str:
+  """The SKILL.md body made of its components (general, task, mistakes; one blank line apart)."""
+  return "\n\n".join(parts[p].strip() for p in COMPONENTS)
 
 
 def load_skills(skill_dir: str, env: str) -> dict[str, SkillDoc]:
