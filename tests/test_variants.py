@@ -6,6 +6,7 @@ import re
 import pytest
 
 from lskill_jax.agents import skills, variants
+from lskill_jax.data.documents import join_components
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SKILLS = os.path.join(REPO, "skills")
@@ -115,6 +116,6 @@ def test_written_variants_load(tmp_path):
       if name == "reordered":
         assert sorted(variants.split_sections(doc.text)) == sorted(parts.values())
       else:
-        assert doc.text == skills.join_components(parts)
+        assert doc.text == join_components(parts)
   with pytest.raises(ValueError, match="Unknown skill variant"):
     variants.write_variants(str(tmp_path), SKILLS, "searchqa", variants=["shuffled"])

@@ -12,7 +12,7 @@ import dataclasses
 import os
 from typing import Mapping
 
-from lskill_jax.data.documents import read_skill
+from lskill_jax.data.documents import COMPONENTS, read_skill
 
 # ALFWorld task type -> skill directory (skills/README.md).
 ALFWORLD_SKILL_FOR_TASK = {
@@ -31,8 +31,6 @@ SEARCHQA_SKILL_FOR_TYPE = {
     "comparison": "comparison",
 }
 SKILL_ROUTES = {"alfworld": ALFWORLD_SKILL_FOR_TASK, "searchqa": SEARCHQA_SKILL_FOR_TYPE}
-# The component files of a skill directory, in the order SKILL.md's body joins them.
-COMPONENTS = ("general", "task", "mistakes")
 
 
 class SkillError(ValueError):
@@ -74,11 +72,6 @@ def load_components(skill_dir: str, name: str) -> dict[str, str]:
                        "directory holds general.md, task.md and mistakes.md, skills/README.md).")
     texts[part] = read_skill(path).text
   return texts
-
-
-def join_components(parts: Mapping[str, str]) -> str:
-  """The SKILL.md body made of its components (general, task, mistakes; one blank line apart)."""
-  return "\n\n".join(parts[p].strip() for p in COMPONENTS)
 
 
 def load_skills(skill_dir: str, env: str) -> dict[str, SkillDoc]:

@@ -20,9 +20,8 @@ import random
 import re
 from typing import Callable, Sequence
 
-from lskill_jax.agents.skills import COMPONENTS, join_components, load_components, load_skill, \
-    load_skills
-from lskill_jax.data.documents import split_front_matter
+from lskill_jax.agents.skills import load_components, load_skill, load_skills
+from lskill_jax.data.documents import COMPONENTS, join_components, split_front_matter
 from lskill_jax.io import atomic_write_text
 
 VARIANTS = ("noisy", "reordered", "plain_text", "paraphrased")
