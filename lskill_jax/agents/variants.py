@@ -176,7 +176,7 @@ def _sentence(text: str) -> str:
   return text if text[-1:] in ".!?:" else text + "."
 
 
-def _plain_section(section: str, rng: random.Random | None = None) -> str:
+def _plain_section(section: str) -> str:
   paragraphs, current = [], []
 
   def flush():
@@ -243,18 +243,16 @@ IMPERATIVES = frozenset(
     "reason".split())
 _ADVERBS = {"never": "You should never", "always": "You should always",
             "do not": "You should not", "don't": "You should not"}
-_SENTENCE_START = re.compile(r"(^|(?<=[.!?]\s)|(?<=[.!?]\"\s))([A-Z][a-z']*(?: not)?)\b")
+_SENTENCE_START = re.compile(r"(?:^|(?<=[.!?]\s)|(?<=[.!?]\"\s))([A-Z][a-z']*(?: not)?)\b")
 
 
 def _rewrite_openers(text: str, rng: random.Random, rate: float) -> str:
   def repl(m: re.Match) -> str:
-    word = m.group(2)
-    low = word.lower()
+    low = m.group(1).lower()
     if low in _ADVERBS and rng.random() < rate:
-      return m.group(1) + _ADVERBS[low]
-    first = low.split()[0]
-    if first in IMPERATIVES and low == first and rng.random() < rate:
-      return f"{m.group(1)}You should {low}"
+      return _ADVERBS[low]
+    if low in IMPERATIVES and rng.random() < rate:
+      return f"You should {low}"
     return m.group(0)
   return _SENTENCE_START.sub(repl, text)
 

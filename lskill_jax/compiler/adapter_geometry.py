@@ -47,16 +47,16 @@ def gram_by_target(adapters: Sequence[Adapter]) -> dict[str, np.ndarray]:
   out = {}
   for t in [t for t in TARGETS if any(t in ad.a for ad in adapters)]:
     have = [i for i, ad in enumerate(adapters) if t in ad.a]
-    a = np.concatenate([np.asarray(adapters[i].a[t], np.float64) * adapters[i].scale
-                        for i in have], axis=-1)                      # [L, d_in, R]
-    b = np.concatenate([np.asarray(adapters[i].b[t], np.float64) for i in have], axis=-2)
     ranks = [adapters[i].a[t].shape[-1] for i in have]
     owner = np.zeros((sum(ranks), len(adapters)))                    # [R, N] one-hot
     owner[np.arange(sum(ranks)), np.repeat(have, ranks)] = 1.0
     grams = np.zeros((L, len(adapters), len(adapters)))
-    for l in range(L):
-      ga = a[l].T @ a[l]                                              # [R, R]  AᵀA
-      gb = b[l] @ b[l].T                                              # [R, R]  BBᵀ
+    for l in range(L):  # a layer at a time: host memory stays at one layer's factors
+      a = np.concatenate([np.asarray(adapters[i].a[t][l], np.float64) * adapters[i].scale
+                          for i in have], axis=-1)                    # [d_in, R]
+      b = np.concatenate([np.asarray(adapters[i].b[t][l], np.float64) for i in have],
+                         axis=0)                                      # [R, d_out]
+      ga, gb = a.T @ a, b @ b.T                                       # [R, R]: AᵀA, BBᵀ
       # trace((AiᵀAj)(BjBiᵀ)) = Σ_{p∈i, q∈j} ga[p, q] · gb[q, p]
       grams[l] = owner.T @ (ga * gb.T) @ owner
     out[t] = (grams + np.swapaxes(grams, -1, -2)) / 2  # exact symmetry against rounding
