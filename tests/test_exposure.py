@@ -23,7 +23,7 @@ def test_two_quoted_lines_count_two():
   answer = ("Sure! My notes say:\n" + QUOTED[0].upper().replace("- ", "* ") + "\n  and also: '"
             + QUOTED[1][2:].replace(" ", "   ") + "'")
   leaked = exposure.leaked_lines(SKILL, answer)
-  assert [l for l in leaked] == [q[2:] for q in QUOTED]
+  assert leaked == [q[2:] for q in QUOTED]
   assert len(exposure.fuzzy_leaked_lines(SKILL, answer)) == 2
 
 
