@@ -12,7 +12,7 @@ import dataclasses
 import os
 from typing import Mapping
 
-from lskill_jax.data.documents import read_skill
+from lskill_jax.data.documents import COMPONENTS, read_skill
 
 # ALFWorld task type -> skill directory (skills/README.md).
 ALFWORLD_SKILL_FOR_TASK = {
@@ -57,6 +57,21 @@ def load_skill(skill_dir: str, name: str) -> SkillDoc:
     raise SkillError(f"No skill document for {name!r}: looked for {candidates}. Point the "
                      "skill directory at skills/<env> (see skills/README.md).")
   return SkillDoc(name, read_skill(path).text, path)
+
+
+def load_components(skill_dir: str, name: str) -> dict[str, str]:
+  """Component -> text of `<skill_dir>/<name>/{general,task,mistakes}.md` (skills/README.md).
+
+  Each text is stripped; the body of SKILL.md is the three joined by one blank line.
+  """
+  texts = {}
+  for part in COMPONENTS:
+    path = os.path.join(skill_dir, name, f"{part}.md")
+    if not os.path.isfile(path):
+      raise SkillError(f"No {part} component for skill {name!r}: {path} is missing (each skill "
+                       "directory holds general.md, task.md and mistakes.md, skills/README.md).")
+    texts[part] = read_skill(path).text
+  return texts
 
 
 def load_skills(skill_dir: str, env: str) -> dict[str, SkillDoc]:

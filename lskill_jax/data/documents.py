@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any
+from typing import Any, Mapping
 
 from absl import logging
 import yaml
 
 SKILL_SUFFIXES = (".md", ".markdown", ".txt")
+# A skill's component files (skills/README.md), in the order its SKILL.md body joins them.
+COMPONENTS = ("general", "task", "mistakes")
 
 
 class DocumentError(ValueError):
@@ -80,6 +82,11 @@ def parse_skill(data: str | bytes, source: str = "<text>") -> SkillDocument:
                        description=str(meta.get("description", "")),
                        front_matter=tuple(sorted((str(k), str(v)) for k, v in meta.items())),
                        source=source)
+
+
+def join_components(parts: Mapping[str, str]) -> str:
+  """The SKILL.md body made of its components (general, task, mistakes; one blank line apart)."""
+  return "\n\n".join(parts[p].strip() for p in COMPONENTS)
 
 
 def read_skill(path: str) -> SkillDocument:
