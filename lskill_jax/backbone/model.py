@@ -97,10 +97,15 @@ def param_logical_axes(cfg: BackboneConfig) -> dict[str, Any]:
   return _leaf_field(param_leaves(cfg), "axes")
 
 
-def projection_logical_axes(target: str) -> tuple[str, str]:
-  """(d_in, d_out) logical axes of a projection; LoRA factors derive theirs from these."""
+def lora_axes(target: str, batched: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
+  """Logical axes of a LoRA pair on `target`: A [L, (B,) d_in, r], B [L, (B,) r, d_out].
+
+  The feature axes are the base projection's, so A and B shard like the weight they update;
+  the rank is never sharded (tiny, and contracted at once).
+  """
   p = PROJECTIONS[target]
-  return p.d_in, p.d_out
+  batch = ("batch",) if batched else ()
+  return ("layers", *batch, p.d_in, "lora_rank"), ("layers", *batch, "lora_rank", p.d_out)
 
 
 def init_params(key: jax.Array, cfg: BackboneConfig, dtype=jnp.float32) -> Params:
