@@ -26,6 +26,7 @@ import os
 import random
 from typing import Callable, Iterator, Mapping, Sequence
 
+from lskill_jax.envs.alfworld.engine import game_engine
 from lskill_jax.envs.alfworld.gamegen import DATA_DIRNAME, SPLITS, TASK_TYPES
 
 ALFWORLD_DATA_VAR = "ALFWORLD_DATA"
@@ -304,19 +305,9 @@ class ExpertTrajectory:
 
 
 def _game_stack(expert: str):
-  """The wrapper stack AlfredTWEnv plays games with, plus the expert's own needs."""
-  import textworld
-  from textworld.envs import PddlEnv
-  from alfworld.agents.environment.alfred_tw_env import (
-      AlfredDemangler, AlfredExpert, AlfredExpertType, AlfredInfos)
-
+  """The engine AlfredTWEnv plays games with, plus what the expert needs from it."""
   extras = ["gamefile"] + (["walkthrough"] if expert in ("walkthrough", "planner") else [])
-  infos = textworld.EnvInfos(won=True, admissible_commands=True, extras=extras,
-                             facts=expert == "handcoded")
-  env = AlfredInfos(AlfredDemangler(PddlEnv(infos), shuffle=False))
-  if expert == "handcoded":
-    env = AlfredExpert(env, expert_type=AlfredExpertType.HANDCODED)
-  return env
+  return game_engine(extras, handcoded_expert=expert == "handcoded")
 
 
 def _load(env, game_file: str, expert: str) -> None:
