@@ -105,10 +105,15 @@ class GameSet:
     return len(self.game_files)
 
 
+def traj_data(game_file: str) -> dict:
+  """The traj_data.json beside a game file: task type, PDDL parameters, scene, plan."""
+  with open(os.path.join(os.path.dirname(game_file), "traj_data.json")) as f:
+    return json.load(f)
+
+
 def task_type_of(game_file: str) -> str:
   """Task type of a game, read from the traj_data.json beside its game file."""
-  with open(os.path.join(os.path.dirname(game_file), "traj_data.json")) as f:
-    return json.load(f)["task_type"]
+  return traj_data(game_file)["task_type"]
 
 
 def alfred_config(split: str, split_dir: str, task_types: Sequence[str] = TASK_TYPES,
