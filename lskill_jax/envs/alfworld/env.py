@@ -157,15 +157,21 @@ def _make_alfred_env(split: str, split_dir: str, task_types: Sequence[str], max_
   return env
 
 
-def load_games(split: str, data_root: str | None = None, task_types: Sequence[str] = TASK_TYPES,
-               prefer_official: bool = True) -> GameSet:
-  """Collect a split's playable games with AlfredTWEnv's own loader."""
+def _alfred_games(split: str, data_root: str | None, task_types: Sequence[str],
+                  prefer_official: bool, max_steps: int):
+  """(AlfredTWEnv over the split's folder, the games it collected); refuses an empty set."""
   split_dir = resolve_split_dir(split, data_root, prefer_official)
-  env = _make_alfred_env(split, split_dir, task_types, max_steps=50)
+  env = _make_alfred_env(split, split_dir, task_types, max_steps)
   if not env.game_files:
     raise FileNotFoundError(
         f"{split_dir} holds no solvable games of the selected task types {list(task_types)}.")
-  return GameSet(split, split_dir, data_source(split_dir), tuple(env.game_files))
+  return env, GameSet(split, split_dir, data_source(split_dir), tuple(env.game_files))
+
+
+def load_games(split: str, data_root: str | None = None, task_types: Sequence[str] = TASK_TYPES,
+               prefer_official: bool = True) -> GameSet:
+  """Collect a split's playable games with AlfredTWEnv's own loader."""
+  return _alfred_games(split, data_root, task_types, prefer_official, max_steps=50)[1]
 
 
 # ---------------------------------------------------------------------------------------
@@ -186,11 +192,8 @@ class AlfworldEnv:
                max_steps: int = 50, task_types: Sequence[str] = TASK_TYPES,
                prefer_official: bool = True, seed: int = 0):
     self.split = split
-    split_dir = resolve_split_dir(split, data_root, prefer_official)
-    self._alfred = _make_alfred_env(split, split_dir, task_types, max_steps)
-    if not self._alfred.game_files:
-      raise FileNotFoundError(f"{split_dir} holds no solvable games of types {list(task_types)}.")
-    self.games = GameSet(split, split_dir, data_source(split_dir), tuple(self._alfred.game_files))
+    self._alfred, self.games = _alfred_games(split, data_root, task_types, prefer_official,
+                                             max_steps)
     self.batch_size = batch_size
     self.max_steps = max_steps
     # With batch_size > 1 AlfredTWEnv runs each slot in its own worker process.
