@@ -2,6 +2,8 @@
 
 import ml_collections
 
+from lskill_jax.backbone.model import TARGETS
+
 # Qwen3-8B's config.json fields that shape the compiler (for --describe without weights).
 QWEN3_8B = dict(
     model_type="qwen3", architectures=["Qwen3ForCausalLM"], vocab_size=151936,
@@ -16,7 +18,7 @@ def compiler_defaults() -> ml_collections.ConfigDict:
   return ml_collections.ConfigDict(dict(
       rank=8,                      # LoRA rank of the generated adapters
       scale=1e-3,                  # the adapter's own scale s: ΔW = s·A·B
-      targets=("q", "k", "v", "o", "gate", "up", "down"),
+      targets=TARGETS,             # every projection of every layer
       metalora_rank=128,
       metalora_init=1e-3,          # variance of MetaLoRA A at init (B starts at zero)
       generator_depth=4,

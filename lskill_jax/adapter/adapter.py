@@ -139,13 +139,8 @@ class Adapter:
 
   def logical_axes(self) -> tuple[dict, dict]:
     """Logical axes of A and B, derived from the base projection's (rank never sharded)."""
-    batch = ("batch",) if self.batched else ()
-    a_axes, b_axes = {}, {}
-    for t in self.targets:
-      d_in, d_out = model.projection_logical_axes(t)
-      a_axes[t] = ("layers", *batch, d_in, "lora_rank")
-      b_axes[t] = ("layers", *batch, "lora_rank", d_out)
-    return a_axes, b_axes
+    return ({t: model.lora_axes(t, self.batched)[0] for t in self.targets},
+            {t: model.lora_axes(t, self.batched)[1] for t in self.targets})
 
   def shardings(self, mesh) -> "Adapter":
     a_axes, b_axes = self.logical_axes()

@@ -18,13 +18,11 @@ import numpy as np
 
 from lskill_jax.adapter.files import MAX_SCALE, AdapterFileError
 from lskill_jax.backbone.config import BackboneConfig
-from lskill_jax.backbone.model import TARGETS
+from lskill_jax.backbone.model import PROJECTIONS, TARGETS
 from lskill_jax.io import atomic_dir
 from lskill_jax.weights.safetensors_file import CorruptFileError, SafetensorsFile, save_file
 
-MODULES = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj",
-           "o": "self_attn.o_proj", "gate": "mlp.gate_proj", "up": "mlp.up_proj",
-           "down": "mlp.down_proj"}
+MODULES = {t: p.hf for t, p in PROJECTIONS.items()}
 _BY_MODULE = {m.split(".")[1]: t for t, m in MODULES.items()}
 _KEY = re.compile(r"(?:^|\.)layers\.(\d+)\.(?:self_attn|mlp)\.(\w+)\.lora_([AB])(?:\.default)?\.weight$")
 
@@ -106,7 +104,7 @@ def import_peft(path: str, bcfg: BackboneConfig
   for key in weights.keys():
     m = _KEY.search(key)
     if m is None or m.group(2) not in _BY_MODULE:
-      raise AdapterFileError(f"{path}: tensor {key} is not a LoRA factor of q/k/v/o/gate/up/down.")
+      raise AdapterFileError(f"{path}: tensor {key} is not a LoRA factor of {'/'.join(TARGETS)}.")
     layer, target, which = int(m.group(1)), _BY_MODULE[m.group(2)], m.group(3)
     if layer >= bcfg.num_layers:
       raise AdapterFileError(f"{path}: {key} is for layer {layer}, the backbone has {bcfg.num_layers}.")

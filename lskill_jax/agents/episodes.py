@@ -16,6 +16,7 @@ from typing import Callable
 
 from lskill_jax.agents import prompts
 from lskill_jax.agents.accounting import EncodedPrompt, TokenLedger
+from lskill_jax.envs.alfworld.engine import game_engine
 from lskill_jax.envs.searchqa import SearchQAEnv
 
 _OUTPUT_CHARS = 2000  # model outputs kept in a record, per step
@@ -72,12 +73,7 @@ class Episode:
 
 def open_game(game_file: str):
   """One ALFWorld game on its own engine, wrapped as AlfredTWEnv wraps it (no shuffling)."""
-  import textworld
-  from alfworld.agents.environment.alfred_tw_env import AlfredDemangler, AlfredInfos
-  from textworld.envs import PddlEnv
-
-  infos = textworld.EnvInfos(won=True, admissible_commands=True, extras=["gamefile"])
-  env = AlfredInfos(AlfredDemangler(PddlEnv(infos), shuffle=False))
+  env = game_engine(extras=["gamefile"])
   env.load(game_file)
   return env
 

@@ -12,13 +12,12 @@ the token lengths of the authors' format.
 
 from __future__ import annotations
 
-import json
-import os
 import re
 from typing import Mapping, Sequence
 
 from lskill_jax.agents import prompts
 from lskill_jax.agents.accounting import count_chat_tokens, count_text_tokens
+from lskill_jax.envs import alfworld as aw
 from lskill_jax.envs import searchqa as sq
 
 _GO = re.compile(r"^go to (.+)$")
@@ -38,10 +37,8 @@ _TREATMENT = {"pick_clean_then_place_in_recep": ("sinkbasin", "clean"),
 
 def game_targets(game_file: str) -> dict[str, str]:
   """The object, destination and lamp types of a game (lower case), from its traj_data.json."""
-  path = os.path.join(os.path.dirname(game_file), "traj_data.json")
   try:
-    with open(path) as f:
-      params = json.load(f).get("pddl_params", {})
+    params = aw.traj_data(game_file).get("pddl_params", {})
   except (OSError, ValueError):
     return {}
   keys = {"object": "object_target", "destination": "parent_target", "lamp": "toggle_target"}

@@ -65,13 +65,16 @@ class BackboneConfig:
   def kv_dim(self) -> int:
     return self.num_kv_heads * self.head_dim
 
+  def feature_size(self, axis: str) -> int:
+    """Width of a projection's feature axis, named by its logical axis ("embed", "mlp", ...)."""
+    return {"embed": self.hidden_size, "q_heads": self.q_dim, "kv_heads": self.kv_dim,
+            "mlp": self.intermediate_size}[axis]
+
   def projection_shapes(self) -> dict[str, tuple[int, int]]:
     """(d_in, d_out) of the seven LoRA-able projections, in canonical order."""
-    h, f = self.hidden_size, self.intermediate_size
-    return {
-        "q": (h, self.q_dim), "k": (h, self.kv_dim), "v": (h, self.kv_dim),
-        "o": (self.q_dim, h), "gate": (h, f), "up": (h, f), "down": (f, h),
-    }
+    from lskill_jax.backbone.model import PROJECTIONS  # imported here: model imports this module
+    return {t: (self.feature_size(p.d_in), self.feature_size(p.d_out))
+            for t, p in PROJECTIONS.items()}
 
   def to_dict(self) -> dict[str, Any]:
     return dataclasses.asdict(self)

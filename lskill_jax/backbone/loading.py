@@ -52,15 +52,12 @@ class WeightMismatchError(ValueError):
 
 def hf_key_map(cfg: BackboneConfig) -> dict[tuple[str, ...], tuple[str, bool]]:
   """Our param path -> (HF key, with '{i}' for the layer index; transpose?)."""
-  proj = {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj",
-          "o": "self_attn.o_proj", "gate": "mlp.gate_proj", "up": "mlp.up_proj",
-          "down": "mlp.down_proj"}
   m = {("embed",): ("model.embed_tokens.weight", False),
        ("final_norm",): ("model.norm.weight", False)}
   if not cfg.tie_embeddings:
     m[("lm_head",)] = ("lm_head.weight", True)
-  for name, hf in proj.items():
-    m[("layers", name)] = (f"model.layers.{{i}}.{hf}.weight", True)
+  for name, p in model.PROJECTIONS.items():
+    m[("layers", name)] = (f"model.layers.{{i}}.{p.hf}.weight", True)
   m[("layers", "attn_norm")] = ("model.layers.{i}.input_layernorm.weight", False)
   m[("layers", "mlp_norm")] = ("model.layers.{i}.post_attention_layernorm.weight", False)
   if cfg.qk_norm:

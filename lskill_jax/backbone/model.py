@@ -1,6 +1,6 @@
 """The decoder: Qwen3 (qk_norm=True) and the Llama family (qk_norm=False) as pure functions.
 
-Params are a plain pytree (see `param_shapes`); the L decoder layers are stacked on a
+Params are a plain pytree (see `param_leaves`); the L decoder layers are stacked on a
 leading axis and run with `lax.scan`. Weights are stored `[d_in, d_out]` so a projection
 is `x @ W`, and every projection takes an optional LoRA term `coef · (x @ A) @ B` with
 A `[d_in, r]`, B `[r, d_out]`, shared by the batch or one per row (`[B, d_in, r]`).
@@ -25,7 +25,27 @@ Params = dict[str, Any]
 # target -> {"a": [L, (B,) d_in, r], "b": [L, (B,) r, d_out]}
 LoraTree = Mapping[str, Mapping[str, jax.Array]]
 
-TARGETS = ("q", "k", "v", "o", "gate", "up", "down")
+
+class Projection(NamedTuple):
+  """One LoRA-able projection of a decoder layer, as every format names it."""
+  hf: str     # module under `model.layers.{i}.` in transformers (and PEFT)
+  gguf: str   # tensor under `blk.{i}.` in llama.cpp files
+  d_in: str   # logical axis of its input features
+  d_out: str  # logical axis of its output features
+
+
+# The seven projections in canonical order (carve layout, file order). Param shapes and axes,
+# HF/GGUF/PEFT names and LoRA axes all derive from this one table.
+PROJECTIONS: dict[str, Projection] = {
+    "q": Projection("self_attn.q_proj", "attn_q", "embed", "q_heads"),
+    "k": Projection("self_attn.k_proj", "attn_k", "embed", "kv_heads"),
+    "v": Projection("self_attn.v_proj", "attn_v", "embed", "kv_heads"),
+    "o": Projection("self_attn.o_proj", "attn_output", "q_heads", "embed"),
+    "gate": Projection("mlp.gate_proj", "ffn_gate", "embed", "mlp"),
+    "up": Projection("mlp.up_proj", "ffn_up", "embed", "mlp"),
+    "down": Projection("mlp.down_proj", "ffn_down", "mlp", "embed"),
+}
+TARGETS = tuple(PROJECTIONS)
 _NEG_INF = -1e30  # finite, so fully masked (padding) rows stay NaN-free
 
 
@@ -39,44 +59,53 @@ class KVCache(NamedTuple):
 # ----------------------------------------------------------------------------- params
 
 
+class Leaf(NamedTuple):
+  """A params leaf described once: its shape and the logical axis of each dimension."""
+  shape: tuple[int, ...]
+  axes: tuple[str, ...]
+
+
+def param_leaves(cfg: BackboneConfig) -> dict[str, Any]:
+  """The params pytree as `Leaf`s, with 'layers' holding [L, ...] stacks."""
+  L, h, D, V = cfg.num_layers, cfg.hidden_size, cfg.head_dim, cfg.vocab_size
+  layers = {t: Leaf((L, cfg.feature_size(p.d_in), cfg.feature_size(p.d_out)),
+                    ("layers", p.d_in, p.d_out)) for t, p in PROJECTIONS.items()}
+  layers.update(attn_norm=Leaf((L, h), ("layers", "norm")),
+                mlp_norm=Leaf((L, h), ("layers", "norm")))
+  if cfg.qk_norm:
+    layers.update(q_norm=Leaf((L, D), ("layers", "head_dim")),
+                  k_norm=Leaf((L, D), ("layers", "head_dim")))
+  tree = {"embed": Leaf((V, h), ("vocab", "embed")), "layers": layers,
+          "final_norm": Leaf((h,), ("norm",))}
+  if not cfg.tie_embeddings:
+    tree["lm_head"] = Leaf((h, V), ("embed", "vocab"))
+  return tree
+
+
+def _leaf_field(tree, field: str):
+  return {k: _leaf_field(v, field) if isinstance(v, dict) else getattr(v, field)
+          for k, v in tree.items()}
+
+
 def param_shapes(cfg: BackboneConfig) -> dict[str, Any]:
   """The params pytree as shapes: {name: shape} with 'layers' holding [L, ...] stacks."""
-  L, h, f, D = cfg.num_layers, cfg.hidden_size, cfg.intermediate_size, cfg.head_dim
-  shapes = cfg.projection_shapes()
-  layers = {name: (L, *shape) for name, shape in shapes.items()}
-  layers.update(attn_norm=(L, h), mlp_norm=(L, h))
-  if cfg.qk_norm:
-    layers.update(q_norm=(L, D), k_norm=(L, D))
-  tree = {"embed": (cfg.vocab_size, h), "layers": layers, "final_norm": (h,)}
-  if not cfg.tie_embeddings:
-    tree["lm_head"] = (h, cfg.vocab_size)
-  return tree
+  return _leaf_field(param_leaves(cfg), "shape")
 
 
 def param_logical_axes(cfg: BackboneConfig) -> dict[str, Any]:
   """Logical axis names for every leaf of the params pytree (same structure)."""
-  layers = {
-      "q": ("layers", "embed", "q_heads"), "k": ("layers", "embed", "kv_heads"),
-      "v": ("layers", "embed", "kv_heads"), "o": ("layers", "q_heads", "embed"),
-      "gate": ("layers", "embed", "mlp"), "up": ("layers", "embed", "mlp"),
-      "down": ("layers", "mlp", "embed"),
-      "attn_norm": ("layers", "norm"), "mlp_norm": ("layers", "norm"),
-  }
-  if cfg.qk_norm:
-    layers.update(q_norm=("layers", "head_dim"), k_norm=("layers", "head_dim"))
-  tree = {"embed": ("vocab", "embed"), "layers": layers, "final_norm": ("norm",)}
-  if not cfg.tie_embeddings:
-    tree["lm_head"] = ("embed", "vocab")
-  return tree
+  return _leaf_field(param_leaves(cfg), "axes")
 
 
-def projection_logical_axes(target: str) -> tuple[str, str]:
-  """(d_in, d_out) logical axes of a projection; LoRA factors derive theirs from these."""
-  return {
-      "q": ("embed", "q_heads"), "k": ("embed", "kv_heads"), "v": ("embed", "kv_heads"),
-      "o": ("q_heads", "embed"), "gate": ("embed", "mlp"), "up": ("embed", "mlp"),
-      "down": ("mlp", "embed"),
-  }[target]
+def lora_axes(target: str, batched: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
+  """Logical axes of a LoRA pair on `target`: A [L, (B,) d_in, r], B [L, (B,) r, d_out].
+
+  The feature axes are the base projection's, so A and B shard like the weight they update;
+  the rank is never sharded (tiny, and contracted at once).
+  """
+  p = PROJECTIONS[target]
+  batch = ("batch",) if batched else ()
+  return ("layers", *batch, p.d_in, "lora_rank"), ("layers", *batch, "lora_rank", p.d_out)
 
 
 def init_params(key: jax.Array, cfg: BackboneConfig, dtype=jnp.float32) -> Params:

@@ -99,8 +99,7 @@ def init(key: jax.Array, spec: CompilerSpec) -> HParams:
 def param_logical_axes(hparams: HParams) -> Any:
   """Logical axes for every compiler leaf (MetaLoRA like LoRA; generator kernels FSDP on dim 0)."""
   def meta(factor, t):
-    d_in, d_out = model.projection_logical_axes(t)
-    return ("layers", d_in, "lora_rank") if factor == "a" else ("layers", "lora_rank", d_out)
+    return model.lora_axes(t, batched=False)["ab".index(factor)]
 
   def gen(path, x):
     name = jax.tree_util.keystr(path)

@@ -31,7 +31,7 @@ import numpy as np
 import yaml
 
 from lskill_jax.backbone.config import BackboneConfig
-from lskill_jax.backbone.model import TARGETS
+from lskill_jax.backbone.model import PROJECTIONS, TARGETS
 from lskill_jax.compiler import checkpoint as ckpt
 from lskill_jax.compiler import hypernet, shipped
 from lskill_jax.compiler.hypernet import CompilerSpec
@@ -41,7 +41,9 @@ GENERATOR_FILE, GENERATOR_ALT = "hypernetwork.pth", "skill_hypernet.pth"
 METALORA_FILE, MEMORY_FILE = "metalora.pth", "mem_tokens.pt"
 STATE_FILE, IFT_FILE = "trainer_state.json", "ift_additional_metalora.pth"
 CONFIG_FILE = "latentskill_config.yaml"   # the config an export writes beside the checkpoint
-BLOCKS = {"attention": ("q", "k", "v", "o"), "mlp": ("gate", "up", "down")}
+# Their MetaLoRA groups the targets by the HF block that holds them, under their own names.
+BLOCKS = {theirs: tuple(t for t, p in PROJECTIONS.items() if p.hf.startswith(block + "."))
+          for theirs, block in (("attention", "self_attn"), ("mlp", "mlp"))}
 # Their evaluation tokenizes a skill alone and right-truncates it at this many tokens.
 CONTEXT_LEN = 4096
 # Their generator is torch's TransformerEncoderLayer; ours has these fixed settings. (Its

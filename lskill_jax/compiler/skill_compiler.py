@@ -19,6 +19,7 @@ import numpy as np
 from lskill_jax import sharding as shd
 from lskill_jax.adapter.adapter import Adapter, base_fingerprint, text_hash, weighted_sum
 from lskill_jax.backbone.loading import Backbone
+from lskill_jax.backbone.model import TARGETS, lora_axes
 from lskill_jax.compiler import checkpoint as ckpt
 from lskill_jax.compiler import hypernet, latentskill_io, shipped
 from lskill_jax.compiler.hypernet import CompilerSpec
@@ -32,7 +33,7 @@ def spec_from_config(config, backbone_config) -> CompilerSpec:
   """A CompilerSpec from a config (a full experiment config with `.compiler`, or that section)."""
   section = config.compiler if hasattr(config, "compiler") else config
   d = dict(section.to_dict() if hasattr(section, "to_dict") else section)
-  d["targets"] = tuple(d.get("targets", hypernet.model.TARGETS))
+  d["targets"] = tuple(d.get("targets", TARGETS))
   return CompilerSpec(backbone=backbone_config, **d)
 
 
@@ -227,11 +228,8 @@ def compile_factors(hparams, backbone_params, tokens, mask, *, spec, replicate=F
   sharded by their logical axes, or whole on every device when `replicate` (a mesh over several
   processes, each reading the adapters on its host)."""
   a, b = hypernet.compile_lora(hparams, backbone_params, tokens, mask, spec=spec)
-  a_axes, b_axes = {}, {}
-  for t in spec.targets:
-    d_in, d_out = hypernet.model.projection_logical_axes(t)
-    a_axes[t] = ("layers", "batch", d_in, "lora_rank")
-    b_axes[t] = ("layers", "batch", "lora_rank", d_out)
+  a_axes = {t: lora_axes(t, batched=True)[0] for t in spec.targets}
+  b_axes = {t: lora_axes(t, batched=True)[1] for t in spec.targets}
   return shd.constrain_outputs((a, b), (a_axes, b_axes), replicate)
 
 

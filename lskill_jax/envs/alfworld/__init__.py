@@ -22,6 +22,7 @@ from lskill_jax.envs.alfworld.env import (
   resolve_split_dir,
   stored_walkthrough,
   task_type_of,
+  traj_data,
 )
 from lskill_jax.envs.alfworld.gamegen import (
   DATA_DIRNAME,

@@ -26,6 +26,7 @@ import os
 import random
 from typing import Callable, Iterator, Mapping, Sequence
 
+from lskill_jax.envs.alfworld.engine import game_engine
 from lskill_jax.envs.alfworld.gamegen import DATA_DIRNAME, SPLITS, TASK_TYPES
 
 ALFWORLD_DATA_VAR = "ALFWORLD_DATA"
@@ -104,10 +105,15 @@ class GameSet:
     return len(self.game_files)
 
 
+def traj_data(game_file: str) -> dict:
+  """The traj_data.json beside a game file: task type, PDDL parameters, scene, plan."""
+  with open(os.path.join(os.path.dirname(game_file), "traj_data.json")) as f:
+    return json.load(f)
+
+
 def task_type_of(game_file: str) -> str:
   """Task type of a game, read from the traj_data.json beside its game file."""
-  with open(os.path.join(os.path.dirname(game_file), "traj_data.json")) as f:
-    return json.load(f)["task_type"]
+  return traj_data(game_file)["task_type"]
 
 
 def alfred_config(split: str, split_dir: str, task_types: Sequence[str] = TASK_TYPES,
@@ -151,15 +157,21 @@ def _make_alfred_env(split: str, split_dir: str, task_types: Sequence[str], max_
   return env
 
 
-def load_games(split: str, data_root: str | None = None, task_types: Sequence[str] = TASK_TYPES,
-               prefer_official: bool = True) -> GameSet:
-  """Collect a split's playable games with AlfredTWEnv's own loader."""
+def _alfred_games(split: str, data_root: str | None, task_types: Sequence[str],
+                  prefer_official: bool, max_steps: int):
+  """(AlfredTWEnv over the split's folder, the games it collected); refuses an empty set."""
   split_dir = resolve_split_dir(split, data_root, prefer_official)
-  env = _make_alfred_env(split, split_dir, task_types, max_steps=50)
+  env = _make_alfred_env(split, split_dir, task_types, max_steps)
   if not env.game_files:
     raise FileNotFoundError(
         f"{split_dir} holds no solvable games of the selected task types {list(task_types)}.")
-  return GameSet(split, split_dir, data_source(split_dir), tuple(env.game_files))
+  return env, GameSet(split, split_dir, data_source(split_dir), tuple(env.game_files))
+
+
+def load_games(split: str, data_root: str | None = None, task_types: Sequence[str] = TASK_TYPES,
+               prefer_official: bool = True) -> GameSet:
+  """Collect a split's playable games with AlfredTWEnv's own loader."""
+  return _alfred_games(split, data_root, task_types, prefer_official, max_steps=50)[1]
 
 
 # ---------------------------------------------------------------------------------------
@@ -180,11 +192,8 @@ class AlfworldEnv:
                max_steps: int = 50, task_types: Sequence[str] = TASK_TYPES,
                prefer_official: bool = True, seed: int = 0):
     self.split = split
-    split_dir = resolve_split_dir(split, data_root, prefer_official)
-    self._alfred = _make_alfred_env(split, split_dir, task_types, max_steps)
-    if not self._alfred.game_files:
-      raise FileNotFoundError(f"{split_dir} holds no solvable games of types {list(task_types)}.")
-    self.games = GameSet(split, split_dir, data_source(split_dir), tuple(self._alfred.game_files))
+    self._alfred, self.games = _alfred_games(split, data_root, task_types, prefer_official,
+                                             max_steps)
     self.batch_size = batch_size
     self.max_steps = max_steps
     # With batch_size > 1 AlfredTWEnv runs each slot in its own worker process.
@@ -304,19 +313,9 @@ class ExpertTrajectory:
 
 
 def _game_stack(expert: str):
-  """The wrapper stack AlfredTWEnv plays games with, plus the expert's own needs."""
-  import textworld
-  from textworld.envs import PddlEnv
-  from alfworld.agents.environment.alfred_tw_env import (
-      AlfredDemangler, AlfredExpert, AlfredExpertType, AlfredInfos)
-
+  """The engine AlfredTWEnv plays games with, plus what the expert needs from it."""
   extras = ["gamefile"] + (["walkthrough"] if expert in ("walkthrough", "planner") else [])
-  infos = textworld.EnvInfos(won=True, admissible_commands=True, extras=extras,
-                             facts=expert == "handcoded")
-  env = AlfredInfos(AlfredDemangler(PddlEnv(infos), shuffle=False))
-  if expert == "handcoded":
-    env = AlfredExpert(env, expert_type=AlfredExpertType.HANDCODED)
-  return env
+  return game_engine(extras, handcoded_expert=expert == "handcoded")
 
 
 def _load(env, game_file: str, expert: str) -> None:

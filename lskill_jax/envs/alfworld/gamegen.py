@@ -46,6 +46,7 @@ import random
 import shutil
 from typing import Iterable, Iterator, Mapping, Sequence
 
+from lskill_jax.envs.alfworld.engine import game_engine
 from lskill_jax.io import atomic_write_text
 
 TASK_TYPES = (
@@ -621,12 +622,7 @@ class GameChecker:
   """
 
   def __init__(self):
-    import textworld
-    from textworld.envs import PddlEnv
-    from alfworld.agents.environment.alfred_tw_env import AlfredDemangler
-
-    infos = textworld.EnvInfos(won=True, admissible_commands=True)
-    self._env = AlfredDemangler(PddlEnv(infos), shuffle=False)
+    self._env = game_engine()
 
   def play(self, gamedata: Mapping, steps: Sequence[tuple[str, str, str]]) -> tuple[list[str], bool]:
     """Turn id-level steps into commands, play them; return (commands, won at the end).
