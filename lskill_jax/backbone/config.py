@@ -8,11 +8,32 @@ every feature this port does not implement with a message that names it.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 from lskill_jax.weights.hf_dir import UnsupportedConfigError
 
 SUPPORTED_MODEL_TYPES = ("qwen3", "llama")
+
+
+class Projection(NamedTuple):
+  """One LoRA-able projection of a decoder layer, as every format names it."""
+  hf: str     # module under `model.layers.{i}.` in transformers (and PEFT)
+  d_in: str   # logical axis of its input features
+  d_out: str  # logical axis of its output features
+
+
+# The seven projections in canonical order (carve layout, file order). Param shapes and axes,
+# HF/PEFT names and LoRA axes all derive from this one table.
+PROJECTIONS: dict[str, Projection] = {
+    "q": Projection("self_attn.q_proj", "embed", "q_heads"),
+    "k": Projection("self_attn.k_proj", "embed", "kv_heads"),
+    "v": Projection("self_attn.v_proj", "embed", "kv_heads"),
+    "o": Projection("self_attn.o_proj", "q_heads", "embed"),
+    "gate": Projection("mlp.gate_proj", "embed", "mlp"),
+    "up": Projection("mlp.up_proj", "embed", "mlp"),
+    "down": Projection("mlp.down_proj", "mlp", "embed"),
+}
+TARGETS = tuple(PROJECTIONS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +93,6 @@ class BackboneConfig:
 
   def projection_shapes(self) -> dict[str, tuple[int, int]]:
     """(d_in, d_out) of the seven LoRA-able projections, in canonical order."""
-    from lskill_jax.backbone.model import PROJECTIONS  # imported here: model imports this module
     return {t: (self.feature_size(p.d_in), self.feature_size(p.d_out))
             for t, p in PROJECTIONS.items()}
 

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from lskill_jax.backbone.config import BackboneConfig
+from lskill_jax.backbone.config import PROJECTIONS, TARGETS, BackboneConfig
 from lskill_jax.sharding import constrain
 
 Params = dict[str, Any]
@@ -26,26 +26,6 @@ Params = dict[str, Any]
 LoraTree = Mapping[str, Mapping[str, jax.Array]]
 
 
-class Projection(NamedTuple):
-  """One LoRA-able projection of a decoder layer, as every format names it."""
-  hf: str     # module under `model.layers.{i}.` in transformers (and PEFT)
-  gguf: str   # tensor under `blk.{i}.` in llama.cpp files
-  d_in: str   # logical axis of its input features
-  d_out: str  # logical axis of its output features
-
-
-# The seven projections in canonical order (carve layout, file order). Param shapes and axes,
-# HF/GGUF/PEFT names and LoRA axes all derive from this one table.
-PROJECTIONS: dict[str, Projection] = {
-    "q": Projection("self_attn.q_proj", "attn_q", "embed", "q_heads"),
-    "k": Projection("self_attn.k_proj", "attn_k", "embed", "kv_heads"),
-    "v": Projection("self_attn.v_proj", "attn_v", "embed", "kv_heads"),
-    "o": Projection("self_attn.o_proj", "attn_output", "q_heads", "embed"),
-    "gate": Projection("mlp.gate_proj", "ffn_gate", "embed", "mlp"),
-    "up": Projection("mlp.up_proj", "ffn_up", "embed", "mlp"),
-    "down": Projection("mlp.down_proj", "ffn_down", "mlp", "embed"),
-}
-TARGETS = tuple(PROJECTIONS)
 _NEG_INF = -1e30  # finite, so fully masked (padding) rows stay NaN-free
 
 

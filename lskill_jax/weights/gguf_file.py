@@ -6,12 +6,15 @@ import os
 
 import numpy as np
 
-from lskill_jax.backbone.model import PROJECTIONS
 from lskill_jax.weights.hf_dir import TensorSource, UnsupportedConfigError
 
 # llama.cpp name under `blk.{i}.` -> transformers module under `model.layers.{i}.`
-_LAYER_NAMES = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
-                **{p.gguf: p.hf for p in PROJECTIONS.values()}}
+_LAYER_NAMES = {
+    "attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
+    "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
+}
 _GLOBAL_NAMES = {"token_embd": "model.embed_tokens", "output_norm": "model.norm",
                  "output": "lm_head"}
 
