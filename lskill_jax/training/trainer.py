@@ -163,11 +163,12 @@ def _host(x):
 
 
 def train(config, workdir: str, mesh=None, max_steps: int | None = None,
-          allow_changes: Sequence[str] = ()) -> dict[str, Any]:
+          allow_changes: Sequence[str] = (), backbone=None) -> dict[str, Any]:
   """Runs (or resumes) training; returns the last logged metrics and validation results.
 
   max_steps stops early (saving that step) without touching the schedule. allow_changes names
-  the config fields a resume may change (see `run_config.check_resume`).
+  the config fields a resume may change (see `run_config.check_resume`). backbone: the one
+  `backbone_from_config(config)` gives, already loaded on `mesh` (saves loading it twice).
   """
   run_config.check_values(config)
   if "://" in workdir:
@@ -181,7 +182,7 @@ def train(config, workdir: str, mesh=None, max_steps: int | None = None,
   primary = jax.process_index() == 0  # one process writes the run's own files; Orbax syncs its own
   os.makedirs(workdir, exist_ok=True)
   t = config.train
-  bb = backbone_from_config(config, mesh=mesh, seed=config.get("backbone_seed", 0))
+  bb = backbone or backbone_from_config(config, mesh=mesh, seed=config.get("backbone_seed", 0))
   if bb.tokenizer is None:
     raise ValueError("training needs a tokenizer; the backbone has none.")
   spec = dataclasses.replace(spec_from_config(config, bb.config), remat=t.remat)
