@@ -325,7 +325,8 @@ def _robustness_section(rob: Mapping, leaks: Sequence[Mapping] | None) -> list[s
               "| skill lines |", "|---|---|---:|---:|---:|---:|---:|"]
     keys = list(dict.fromkeys((r["env"], r["request"]) for r in leaks))
     for env, req in keys:
-      sel = lambda m: [r for r in leaks if r["env"] == env and r["request"] == req and r["mode"] == m]
+      sel = lambda m: [r for r in leaks
+                       if r["env"] == env and r["request"] == req and r["mode"] == m]
       inc, lat = sel("incontext"), sel("latent")
       total = sum(r["lines"] for r in inc)
       lines.append(f"| {env} | {req} | {sum(r['leaked'] for r in inc)} | "
@@ -346,7 +347,8 @@ def _run_section(out: str, config) -> list[str]:
            f"step; Stage 2: {t.steps} steps of {t.batch_size} conversations of up to "
            f"{config.stage2.data.seq_len} tokens; smaller sets for {subsets or 'no stage'}.", "",
            "Commands (each invocation; reruns resume):",
-           "", "```"] + [inv["command"] for inv in run.get("invocations", [])] + ["```", "",
+           "", "```"] + [inv["command"] or "(called from Python)"
+                         for inv in run.get("invocations", [])] + ["```", "",
            f"Machine: {_machine()}.", "", "| Stage | wall time | finished |", "|---|---:|---|"]
   total = 0.0
   for stage in STAGE_ORDER:
@@ -381,8 +383,8 @@ def write(out: str, config) -> str:
            "or exact match (Search-QA) in %, with 95% Wilson intervals; the paper's Qwen3-8B "
            "numbers stand beside ours for orientation only (another model, other data).", "",
            "## Reading", "", *(reading(agents) if agents else ["* The agents stage has not run."]),
-           "", "\"Clearly\" means the 95% intervals do not overlap; \"beats (intervals overlap)\" is "
-           "a higher rate that these sample sizes cannot tell from chance.", ""]
+           "", "\"Clearly\" means the 95% intervals do not overlap; \"beats (intervals "
+           "overlap)\" is a higher rate that these sample sizes cannot tell from chance.", ""]
   sections = (("agents", _agents_section), ("alpha", _alpha_section),
               ("composition", _composition_section), ("geometry", _geometry_section),
               ("robustness", lambda rob: _robustness_section(

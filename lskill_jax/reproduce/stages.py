@@ -61,8 +61,9 @@ def run_stages(out: str, stages: Sequence[tuple[str, StageFn]], ctx,
     os.makedirs(stage_dir, exist_ok=True)
     start = time.time()
     summary = fn(ctx, stage_dir) or {}
+    finished = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     write_json(marker_path(out, name), {"stage": name, "seconds": round(time.time() - start, 1),
-                                        "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                                        "summary": summary}, indent=1, default=str)
+                                        "finished": finished, "summary": summary},
+               indent=1, default=str)
     ran.append(name)
   return ran
