@@ -16,17 +16,13 @@ atomically; the paper used 237 ALFWorld and 500 Search-QA trajectories.
 
 from __future__ import annotations
 
-import collections
 import json
-import os
 
 from absl import app, flags
 
 from launch import common
 import lskill_jax as lsj
-from lskill_jax.agents import skills, tasks, teacher
-from lskill_jax.envs import alfworld as aw
-from lskill_jax.envs import searchqa as sq
+from lskill_jax.agents import tasks, teacher
 from lskill_jax.io import write_json
 
 flags.DEFINE_string("out", None, "Output JSON file (e.g. workdir/skill_ift/train.json).")
@@ -54,32 +50,18 @@ FLAGS = flags.FLAGS
 
 def alfworld_records(tokenizer) -> tuple[list[dict], dict]:
   """Stage-2 records from expert plays of the training games, and counts per task type."""
-  docs = skills.load_skills(os.path.join(FLAGS.skills_dir, "alfworld"), "alfworld")
-  games = tasks.alfworld_games(FLAGS.alfworld_split, FLAGS.alfworld_data,
-                               num_games=FLAGS.num_alfworld, prefer_official=FLAGS.prefer_official)
-  plays = list(aw.expert_trajectories([g.game_file for g in games], expert=FLAGS.expert,
-                                      workers=FLAGS.workers))
-  records = teacher.alfworld_stage2_records(
-      plays, skills.skill_texts_by_type(docs, "alfworld"), tokenizer,
-      history_length=FLAGS.history_length, obs_chars=FLAGS.obs_chars)
-  played = collections.Counter(p.task_type for p in plays)
-  won = collections.Counter(p.task_type for p in plays if p.won and p.steps)
-  return records, {"played": dict(played), "kept": dict(won)}
+  return teacher.alfworld_teacher_records(
+      tokenizer, skills_dir=FLAGS.skills_dir, data_root=FLAGS.alfworld_data,
+      split=FLAGS.alfworld_split, num_games=FLAGS.num_alfworld, expert=FLAGS.expert,
+      workers=FLAGS.workers, history_length=FLAGS.history_length, obs_chars=FLAGS.obs_chars,
+      prefer_official=FLAGS.prefer_official)
 
 
 def searchqa_records(tokenizer) -> tuple[list[dict], dict]:
   """Stage-2 records from Search-QA teacher trajectories, and the teacher's counts."""
-  docs = skills.load_skills(os.path.join(FLAGS.skills_dir, "searchqa"), "searchqa")
-  by_type = skills.skill_texts_by_type(docs, "searchqa")
-  questions = tasks.searchqa_questions(FLAGS.searchqa_data, FLAGS.searchqa_split)
-  retriever = tasks.searchqa_retriever(FLAGS.searchqa_data)
-  trajectories, stats = sq.build_trajectories(questions, retriever)
-  trajectories = tasks.round_robin(trajectories, lambda t: t["skill_type"], sq.SKILL_TYPES)
-  if FLAGS.num_searchqa >= 0:
-    trajectories = trajectories[:FLAGS.num_searchqa]
-  records = teacher.searchqa_stage2_records(trajectories, by_type, tokenizer)
-  stats["written"] = dict(collections.Counter(t["skill_type"] for t in trajectories))
-  return records, stats
+  return teacher.searchqa_teacher_records(
+      tokenizer, skills_dir=FLAGS.skills_dir, data_dir=FLAGS.searchqa_data,
+      split=FLAGS.searchqa_split, num=FLAGS.num_searchqa)
 
 
 def main(argv):

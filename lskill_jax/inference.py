@@ -125,9 +125,13 @@ def left_pad(seqs: Sequence[Sequence[int]], pad_id: int, bucket: int = _PROMPT_B
 
 def generate_ids(bb: Backbone, prompts: Sequence[Sequence[int]], *, max_new_tokens: int = 64,
                  temperature: float = 0.0, top_p: float = 1.0, seed: int = 0,
-                 stop_ids: Sequence[int] | None = None, adapter=None, alpha: float = 1.0
-                 ) -> list[list[int]]:
-  """Generates from token-id prompts of any lengths; returns the new ids of each row (stop excluded)."""
+                 stop_ids: Sequence[int] | None = None, adapter=None, alpha: float = 1.0,
+                 prompt_bucket: int = _PROMPT_BUCKET) -> list[list[int]]:
+  """Generates from token-id prompts of any lengths; returns the new ids of each row (stop excluded).
+
+  Prompts are left-padded to a multiple of `prompt_bucket` tokens: each padded length compiles
+  once, so a coarser bucket trades padding for fewer compilations.
+  """
   cfg = bb.config
   if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, (int, np.integer)) \
       or max_new_tokens < 1:
@@ -143,7 +147,7 @@ def generate_ids(bb: Backbone, prompts: Sequence[Sequence[int]], *, max_new_toke
                     "tokens beyond them are unreliable.", longest, max_new_tokens,
                     cfg.max_position_embeddings)
   pad_id = cfg.pad_token_id if cfg.pad_token_id is not None else 0
-  tokens, mask = left_pad(prompts, pad_id)
+  tokens, mask = left_pad(prompts, pad_id, prompt_bucket)
   check_tokens(tokens, cfg.vocab_size)
   stop = tuple(sorted(set(stop_ids if stop_ids is not None else default_stop_ids(bb))))
   mesh = shd.mesh_or_default(bb.mesh)

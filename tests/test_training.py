@@ -230,6 +230,18 @@ def test_warm_start_keeps_params_and_can_remeasure_state_statistics(tmp_path):
     train(alone, str(tmp_path / "alone"))
 
 
+def test_warm_start_from_a_shipped_compiler(tmp_path):
+  """init_from may name a single-file compiler directory (what ships with the package)."""
+  c = _config(eval_every=0)
+  comp = lsj.SkillCompiler.create(lsj.backbone_from_config(c), c, seed=3)
+  from lskill_jax.compiler import shipped
+  shipped.export(comp, str(tmp_path / "shipped"), dtype="float32")
+  c.init_from = str(tmp_path / "shipped")
+  params = train(c, str(tmp_path / "run"), max_steps=0)["state"].params
+  for x, y in zip(jax.tree.leaves(comp.params), jax.tree.leaves(params)):
+    np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
+
+
 _ITEMS = ("apple lamp towel knife bread kettle mirror pillow candle shelf drawer basket spoon "
           "plate window garden ladder bucket hammer rope blanket bottle camera wallet").split()
 

@@ -30,6 +30,25 @@ def backbone_generate_fn(bb, max_new_tokens: int, temperature: float = 0.0,
   return generate
 
 
+def fixed_shape_generate_fn(bb, max_new_tokens: int, rows: int, prompt_bucket: int,
+                            temperature: float = 0.0, seed: int = 0) -> GenerateFn:
+  """Greedy generation whose batches always have `rows` rows (a short batch is filled with
+  copies of its first row, adapter included, and the copies' outputs dropped) and prompts a
+  multiple of `prompt_bucket` tokens: as live episodes finish, or prompts grow, the shapes stay
+  the same, so one compiled program serves a whole evaluation instead of one per shape."""
+  def generate(prompts, adapter, alpha):
+    n = len(prompts)
+    if n > rows:
+      raise ValueError(f"{n} prompts for a generate function of {rows} rows.")
+    prompts = list(prompts) + [prompts[0]] * (rows - n)
+    if adapter is not None and adapter.batched and n < rows:
+      adapter = Adapter.stack([adapter.row(i) for i in range(n)] + [adapter.row(0)] * (rows - n))
+    out = generate_ids(bb, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
+                       seed=seed, adapter=adapter, alpha=alpha, prompt_bucket=prompt_bucket)
+    return out[:n]
+  return generate
+
+
 class StackedAdapters:
   """Per-row adapters for a batch, stacked once per distinct combination of skills."""
 

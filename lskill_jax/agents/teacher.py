@@ -7,15 +7,18 @@ game's traj_data.json). `alfworld_conversation` renders a play as the turns the 
 runner would see: each user turn is exactly the vanilla prompt of that step. Search-QA
 trajectories come from `envs.searchqa` with their messages. `stage2_record` is the one writer
 of a Stage-2 record for both environments: the skill text as context, the conversation, and
-the token lengths of the authors' format.
+the token lengths of the authors' format. `alfworld_teacher_records` and
+`searchqa_teacher_records` build the whole Stage-2 set of an environment from its data.
 """
 
 from __future__ import annotations
 
+import collections
+import os
 import re
 from typing import Mapping, Sequence
 
-from lskill_jax.agents import prompts
+from lskill_jax.agents import prompts, skills, tasks
 from lskill_jax.agents.accounting import count_chat_tokens, count_text_tokens
 from lskill_jax.envs import alfworld as aw
 from lskill_jax.envs import searchqa as sq
@@ -182,3 +185,40 @@ def searchqa_stage2_records(trajectories: Sequence[dict], skill_for_type: Mappin
     records.append(stage2_record(skill_for_type[traj["skill_type"]], sq.trajectory_messages(traj),
                                  tokenizer))
   return records
+
+
+# ----------------------------------------------------------------------------- whole sets
+
+
+def alfworld_teacher_records(tokenizer, *, skills_dir: str, data_root: str, split: str = "train",
+                             num_games: int = 237, expert: str = "walkthrough", workers: int = 1,
+                             history_length: int = 5, obs_chars: int = 300,
+                             prefer_official: bool = True) -> tuple[list[dict], dict]:
+  """Stage-2 records from expert plays of the first `num_games` games of `split` (balanced
+  over task types; -1 = all), and the counts per task type ({"played", "kept"})."""
+  docs = skills.load_skills(os.path.join(skills_dir, "alfworld"), "alfworld")
+  games = tasks.alfworld_games(split, data_root, num_games=num_games,
+                               prefer_official=prefer_official)
+  plays = list(aw.expert_trajectories([g.game_file for g in games], expert=expert,
+                                      workers=workers))
+  records = alfworld_stage2_records(plays, skills.skill_texts_by_type(docs, "alfworld"), tokenizer,
+                                    history_length=history_length, obs_chars=obs_chars)
+  played = collections.Counter(p.task_type for p in plays)
+  won = collections.Counter(p.task_type for p in plays if p.won and p.steps)
+  return records, {"played": dict(played), "kept": dict(won)}
+
+
+def searchqa_teacher_records(tokenizer, *, skills_dir: str, data_dir: str, split: str = "train",
+                             num: int = 500) -> tuple[list[dict], dict]:
+  """Stage-2 records from teacher trajectories over the questions of `split`, the first `num`
+  dealt round-robin over skill types (-1 = all), and the teacher's counts."""
+  docs = skills.load_skills(os.path.join(skills_dir, "searchqa"), "searchqa")
+  questions = tasks.searchqa_questions(data_dir, split)
+  trajectories, stats = sq.build_trajectories(questions, tasks.searchqa_retriever(data_dir))
+  trajectories = tasks.round_robin(trajectories, lambda t: t["skill_type"], sq.SKILL_TYPES)
+  if num >= 0:
+    trajectories = trajectories[:num]
+  records = searchqa_stage2_records(trajectories, skills.skill_texts_by_type(docs, "searchqa"),
+                                    tokenizer)
+  stats["written"] = dict(collections.Counter(t["skill_type"] for t in trajectories))
+  return records, stats

@@ -34,6 +34,7 @@ from tqdm import tqdm
 from lskill_jax import sharding as shd
 from lskill_jax.adapter.adapter import base_fingerprint
 from lskill_jax.compiler import checkpoint as compiler_ckpt
+from lskill_jax.compiler import shipped
 from lskill_jax.compiler.hypernet import calibrate
 from lskill_jax.compiler.skill_compiler import init_params, spec_from_config
 from lskill_jax.data import pipeline
@@ -80,7 +81,8 @@ _FREE_ON_INIT = ("context_len", "remat")
 
 
 def _init_from(path: str, spec, abstract_params, shardings):
-  """Params of an earlier run (Stage 1 -> Stage 2, or a warm start): its latest step, or a saved compiler."""
+  """Params of an earlier run (Stage 1 -> Stage 2, or a warm start): its latest step, a saved
+  compiler, or a shipped one."""
   spec_path, params_dir = compiler_ckpt.find(path)
   theirs = compiler_ckpt.spec_from_json(compiler_ckpt.read_spec(spec_path)["spec"], spec.backbone)
   differ = {k: v for k, v in compiler_ckpt.spec_differences(theirs, spec).items()
@@ -90,6 +92,8 @@ def _init_from(path: str, spec, abstract_params, shardings):
     raise run_config.ConfigError(
         f"init_from={path}: its compiler differs from this config's ({listed}); set these "
         "fields as that run had them, or train from scratch without init_from.")
+  if params_dir.endswith(".safetensors"):  # a shipped compiler (compiler/shipped.py)
+    return jax.device_put(shipped.read_params(params_dir, abstract_params), shardings)
   return compiler_ckpt.restore_params(params_dir, _abstract(abstract_params, shardings))
 
 
@@ -163,11 +167,12 @@ def _host(x):
 
 
 def train(config, workdir: str, mesh=None, max_steps: int | None = None,
-          allow_changes: Sequence[str] = ()) -> dict[str, Any]:
+          allow_changes: Sequence[str] = (), backbone=None) -> dict[str, Any]:
   """Runs (or resumes) training; returns the last logged metrics and validation results.
 
   max_steps stops early (saving that step) without touching the schedule. allow_changes names
-  the config fields a resume may change (see `run_config.check_resume`).
+  the config fields a resume may change (see `run_config.check_resume`). backbone: the one
+  `backbone_from_config(config)` gives, already loaded on `mesh` (saves loading it twice).
   """
   run_config.check_values(config)
   if "://" in workdir:
@@ -181,7 +186,7 @@ def train(config, workdir: str, mesh=None, max_steps: int | None = None,
   primary = jax.process_index() == 0  # one process writes the run's own files; Orbax syncs its own
   os.makedirs(workdir, exist_ok=True)
   t = config.train
-  bb = backbone_from_config(config, mesh=mesh, seed=config.get("backbone_seed", 0))
+  bb = backbone or backbone_from_config(config, mesh=mesh, seed=config.get("backbone_seed", 0))
   if bb.tokenizer is None:
     raise ValueError("training needs a tokenizer; the backbone has none.")
   spec = dataclasses.replace(spec_from_config(config, bb.config), remat=t.remat)

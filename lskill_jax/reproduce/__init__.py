@@ -1,0 +1,62 @@
+"""The LatentSkill reproduction as one resumable run: data, Stage 2, the plain-LoRA baseline,
+the agents with their controls, the α sweep, composition, geometry, robustness and exposure,
+and a report (OUT/report.md).
+
+    from lskill_jax import reproduce
+    ran = reproduce.run("workdir/reproduce", config)   # config: configs/reproduce_<scale>.py
+
+A rerun with the same config skips finished stages and resumes the first unfinished one; a
+rerun with another config is refused (the results would mix).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Sequence
+
+from lskill_jax.io import write_json
+from lskill_jax.reproduce import stages
+from lskill_jax.reproduce.pipeline import STAGE_NAMES, STAGES, Context, ReproduceError
+
+
+def _check_config(out: str, config) -> None:
+  """Writes OUT/config.json on the first run; refuses a later run whose config differs."""
+  path = os.path.join(out, "config.json")
+  now = json.loads(config.to_json_best_effort())
+  if os.path.isfile(path):
+    with open(path, encoding="utf-8") as f:
+      before = json.load(f)
+    if before != now:
+      differ = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+      raise ReproduceError(
+          f"{out} holds a run of scale {before.get('scale')!r} with another config (differs in "
+          f"{differ}); rerun with the same flags, or pass another --out.")
+  else:
+    write_json(path, now, indent=1, sort_keys=True)
+
+
+def run(out: str, config, *, command: str = "", mesh=None, only: Sequence[str] | None = None,
+        show_progress: bool = True) -> list[str]:
+  """Runs (or resumes) the reproduction into `out`; returns the names of the stages run."""
+  os.makedirs(out, exist_ok=True)
+  _check_config(out, config)
+  run_file = os.path.join(out, "run.json")
+  info = {"invocations": []}
+  if os.path.isfile(run_file):
+    with open(run_file, encoding="utf-8") as f:
+      info = json.load(f)
+  info["invocations"].append({"command": command,
+                              "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
+  write_json(run_file, info, indent=1)
+  ctx = Context(out, config, mesh=mesh, show_progress=show_progress)
+  ran = stages.run_stages(out, STAGES, ctx, only=only)
+  if ran and "report" not in ran and stages.read_marker(out, "report") is not None:
+    # An earlier report missed what just ran: write it again.
+    os.remove(stages.marker_path(out, "report"))
+    ran += stages.run_stages(out, STAGES, ctx, only=["report"])
+  return ran
+
+
+__all__ = ["Context", "ReproduceError", "STAGE_NAMES", "run"]

@@ -1,0 +1,79 @@
+"""A plain LoRA trained directly on Stage-2 conversations: the cost-matched baseline of the
+compiler (same targets and rank as its adapters, no compiler, no skill text anywhere).
+
+    adapter, losses = train_on_config(bb, stage2_config, rank=8, targets=("o", "down"),
+                                      steps=100, batch_size=4, lr=1e-3)
+
+The LoRA is a pytree {target: {"a": [L, d_in, r], "b": [L, r, d_out]}} (A small random,
+B zero, so it starts as no update), trained with the Stage-2 loss (`losses.lm_loss`, on the
+assistant turns) and AdamW; the backbone stays frozen.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Iterator, Sequence
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from lskill_jax.adapter.adapter import Adapter, base_fingerprint
+from lskill_jax.data import pipeline
+from lskill_jax.training.datasets import make_datasets
+from lskill_jax.training.losses import lm_loss
+
+
+def init_lora(cfg, rank: int, targets: Sequence[str], seed: int = 0) -> dict:
+  """{target: {"a": [L, d_in, r] ~ N(0, 1/d_in), "b": zeros [L, r, d_out]}}."""
+  shapes, layers = cfg.projection_shapes(), cfg.num_layers
+  keys = jax.random.split(jax.random.key(seed), len(targets))
+  return {t: {"a": jax.random.normal(k, (layers, shapes[t][0], rank)) / jnp.sqrt(shapes[t][0]),
+              "b": jnp.zeros((layers, rank, shapes[t][1]))} for t, k in zip(targets, keys)}
+
+
+def loss_fn(lora, backbone_params, batch, *, cfg, scale: float, chunk: int) -> jax.Array:
+  """Mean cross-entropy per target token with the LoRA mounted at `scale`."""
+  total, count = lm_loss(backbone_params, cfg, batch["tokens"], batch["segment_ids"],
+                         batch["weights"], lora, jnp.float32(scale), remat=False, chunk=chunk)
+  return total / jnp.maximum(count, 1.0)
+
+
+@functools.partial(jax.jit, static_argnames=("cfg", "optimizer", "scale", "chunk"))
+def train_step(lora, opt_state, batch, backbone_params, *, cfg, optimizer, scale, chunk):
+  """One AdamW step on the LoRA only: (lora, opt_state, loss)."""
+  loss, grads = jax.value_and_grad(loss_fn)(lora, backbone_params, batch, cfg=cfg, scale=scale,
+                                            chunk=chunk)
+  updates, opt_state = optimizer.update(grads, opt_state, lora)
+  return optax.apply_updates(lora, updates), opt_state, loss
+
+
+def train(bb, batches: Iterator[dict], *, rank: int, targets: Sequence[str], steps: int,
+          lr: float, seed: int = 0, scale: float = 1.0, chunk: int = 512
+          ) -> tuple[Adapter, list[float]]:
+  """Trains a LoRA for `steps` batches; returns it as an Adapter and the loss of every step."""
+  optimizer = optax.adamw(lr, weight_decay=0.0)
+  lora = init_lora(bb.config, rank, tuple(targets), seed)
+  opt_state = optimizer.init(lora)
+  losses = []
+  for _ in range(steps):
+    raw = next(batches)
+    batch = {k: jnp.asarray(raw[k]) for k in ("tokens", "segment_ids", "weights")}
+    lora, opt_state, loss = train_step(lora, opt_state, batch, bb.params, cfg=bb.config,
+                                       optimizer=optimizer, scale=scale, chunk=chunk)
+    losses.append(float(loss))
+  adapter = Adapter.from_factors({t: v["a"] for t, v in lora.items()},
+                                 {t: v["b"] for t, v in lora.items()}, scale,
+                                 base_fingerprint=base_fingerprint(bb.config),
+                                 producer="lskill_jax.training.plain_lora")
+  return adapter, losses
+
+
+def train_on_config(bb, stage2_config, *, rank: int, targets: Sequence[str], steps: int,
+                    batch_size: int, lr: float, seed: int = 0) -> tuple[Adapter, list[float]]:
+  """`train` on the training records of a Stage-2 config (its held-out records left out)."""
+  cfg = stage2_config.copy_and_resolve_references()
+  cfg.train.batch_size = batch_size
+  train_ds, _ = make_datasets(cfg, bb.tokenizer)
+  return train(bb, pipeline.Batches(train_ds), rank=rank, targets=targets, steps=steps, lr=lr,
+               seed=seed, chunk=cfg.train.loss_chunk)
