@@ -72,13 +72,9 @@ def main(argv):
   if FLAGS.teacher_out and tokenizer is None:
     raise app.UsageError(f"--model={FLAGS.model} has no tokenizer to measure lengths with.")
 
-  facts = sq.load_country_facts()
-  passages = sq.build_corpus(facts)
-  splits = sq.build_questions(facts, seed=FLAGS.seed, per_type=FLAGS.per_type,
-                              test_fraction=FLAGS.test_fraction)
-  sq.save_corpus(os.path.join(FLAGS.out_dir, "corpus.jsonl"), passages)
-  for name, records in splits.items():
-    sq.save_questions(os.path.join(FLAGS.out_dir, f"{name}.jsonl"), records)
+  facts, passages, splits = sq.write_dataset(FLAGS.out_dir, seed=FLAGS.seed,
+                                             per_type=FLAGS.per_type,
+                                             test_fraction=FLAGS.test_fraction)
 
   retriever = sq.load_retriever(passages, factory=FLAGS.retriever_factory)
   direct = [r for recs in splits.values() for r in recs if r["skill_type"] == "direct_retrieval"]

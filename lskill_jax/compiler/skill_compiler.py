@@ -155,6 +155,34 @@ class SkillCompiler:
     return Adapter.from_factors(a, b, self.spec.scale, base_fingerprint=base_fingerprint(bb.config),
                                 producer="lskill_jax.compiler", compiler_id=self.checkpoint_id)
 
+  def compile_ids(self, id_lists: Sequence[Sequence[int]], *, overlong: str = "truncate",
+                  batch_size: int = 8) -> list[Adapter]:
+    """One adapter per list of token ids. A list longer than spec.context_len keeps its first
+    context_len ids ("truncate") or is compiled in consecutive chunks whose adapters are
+    averaged ("chunk", exact by rank concatenation); "error" refuses it."""
+    if overlong not in OVERLONG:
+      raise ValueError(f"overlong must be one of {OVERLONG}, got {overlong!r}.")
+    if batch_size < 1:
+      raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
+    limit = self.spec.context_len
+    pieces: list[tuple[int, list[int]]] = []  # (list index, ids of one chunk)
+    for i, ids in enumerate(id_lists):
+      ids = list(ids)
+      if len(ids) > limit and overlong == "error":
+        raise ValueError(f"token list {i}: {len(ids)} ids, over the compiler's context of "
+                         f"{limit}; pass overlong='truncate' or 'chunk'.")
+      chunks = ([ids[:limit]] if overlong == "truncate" else
+                [ids[s:s + limit] for s in range(0, len(ids), limit)])
+      pieces.extend((i, c) for c in chunks)
+    per_list: dict[int, list[Adapter]] = {}
+    for start in range(0, len(pieces), batch_size):
+      batch = pieces[start:start + batch_size]
+      tokens, mask = _left_pad([c for _, c in batch], batch_size)
+      stacked = self.compile_tokens(tokens, mask)
+      for j, (i, _) in enumerate(batch):
+        per_list.setdefault(i, []).append(stacked.row(j))
+    return [_average(ads) for _, ads in sorted(per_list.items())]
+
   def compile_documents(self, docs: Sequence[str | bytes | SkillDocument], *,
                         overlong: str = "error", batch_size: int = 8) -> CompiledBatch:
     """Compiles many documents; a bad document yields its DocumentError, the others compile.
@@ -171,42 +199,28 @@ class SkillCompiler:
       raise ValueError(f"batch_size must be at least 1, got {batch_size}.")
     limit = self.spec.context_len
     results: list[Any] = [None] * len(docs)
-    pieces: list[tuple[int, list[int]]] = []  # (doc index, token ids) to compile
-    parsed: dict[int, tuple[SkillDocument, int]] = {}  # doc index -> (document, its token count)
+    parsed: dict[int, tuple[SkillDocument, list[int]]] = {}  # doc index -> (document, token ids)
     for i, d in enumerate(docs):
       try:
         doc = d if isinstance(d, SkillDocument) else parse_skill(d, source=f"document {i}")
         ids = self.tokenize(doc.text)
-        if len(ids) > limit:
-          if overlong == "error":
-            raise DocumentError(
-                f"{doc.source}: {len(ids)} tokens, over the compiler's context of {limit}; "
-                "shorten it, or pass overlong='truncate' or 'chunk'.")
-          chunks = [ids[:limit]] if overlong == "truncate" else \
-              [ids[s:s + limit] for s in range(0, len(ids), limit)]
-        else:
-          chunks = [ids]
-        parsed[i] = (doc, len(ids))
-        pieces.extend((i, c) for c in chunks)
+        if len(ids) > limit and overlong == "error":
+          raise DocumentError(
+              f"{doc.source}: {len(ids)} tokens, over the compiler's context of {limit}; "
+              "shorten it, or pass overlong='truncate' or 'chunk'.")
+        parsed[i] = (doc, ids)
       except DocumentError as e:
         results[i] = e
-    per_doc: dict[int, list[Adapter]] = {}
-    for start in range(0, len(pieces), batch_size):
-      batch = pieces[start:start + batch_size]
-      tokens, mask = _left_pad([c for _, c in batch], batch_size)
-      stacked = self.compile_tokens(tokens, mask)
-      for j, (i, _) in enumerate(batch):
-        per_doc.setdefault(i, []).append(stacked.row(j))
-    for i, ads in per_doc.items():
-      doc, n_tokens = parsed[i]
-      ad = ads[0] if len(ads) == 1 else weighted_sum(ads, [1.0 / len(ads)] * len(ads))
+    adapters = self.compile_ids([ids for _, ids in parsed.values()], overlong=overlong,
+                                batch_size=batch_size)
+    for (i, (doc, ids)), ad in zip(parsed.items(), adapters):
+      n_tokens = len(ids)
       treatment = None
       if n_tokens > limit:
         treatment = (f"truncated to the first {limit} of {n_tokens} tokens" if overlong == "truncate"
-                     else f"{len(ads)} chunks of up to {limit} tokens, averaged")
-      meta = {k: v for k, v in ads[0].metadata.items() if k != "composition"}
+                     else f"{-(-n_tokens // limit)} chunks of up to {limit} tokens, averaged")
       results[i] = dataclasses.replace(ad, meta=()).with_meta(
-          **meta, source_hash=text_hash(doc.text), name=doc.name or None,
+          **ad.metadata, source_hash=text_hash(doc.text), name=doc.name or None,
           source=doc.source, tokens=n_tokens, treatment=treatment)
     return CompiledBatch(results)
 
@@ -231,6 +245,16 @@ def compile_factors(hparams, backbone_params, tokens, mask, *, spec, replicate=F
   a_axes = {t: lora_axes(t, batched=True)[0] for t in spec.targets}
   b_axes = {t: lora_axes(t, batched=True)[1] for t in spec.targets}
   return shd.constrain_outputs((a, b), (a_axes, b_axes), replicate)
+
+
+def _average(chunk_adapters: list[Adapter]) -> Adapter:
+  """The mean of one document's chunk adapters, carrying the compiler's metadata (not a
+  composition record: the chunks are one document)."""
+  if len(chunk_adapters) == 1:
+    return chunk_adapters[0]
+  n = len(chunk_adapters)
+  mean = weighted_sum(chunk_adapters, [1.0 / n] * n)
+  return dataclasses.replace(mean, meta=()).with_meta(**chunk_adapters[0].metadata)
 
 
 def _left_pad(seqs: list[list[int]], batch_size: int) -> tuple[np.ndarray, np.ndarray]:

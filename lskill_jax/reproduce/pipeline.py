@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 import ml_collections
 import numpy as np
 
-from lskill_jax.adapter.adapter import Adapter, weighted_sum
+from lskill_jax.adapter.adapter import Adapter
 from lskill_jax.agents import evaluation, exposure, skills as skill_files, teacher, variants
 from lskill_jax.agents.runner import fixed_shape_generate_fn
 from lskill_jax.compiler import adapter_geometry, composition, shipped
@@ -144,12 +144,8 @@ def stage_data(ctx: Context, stage_dir: str) -> dict:
       write_json(done, {"games": len(games)})
     summary["alfworld"][split] = num
   if not os.path.exists(os.path.join(ctx.searchqa_dir, "summary.json")):
-    facts = sq.load_country_facts()
-    sq.save_corpus(os.path.join(ctx.searchqa_dir, "corpus.jsonl"), sq.build_corpus(facts))
-    splits = sq.build_questions(facts, seed=c.seed, per_type=c.searchqa_per_type,
-                                test_fraction=c.searchqa_test_fraction)
-    for name, recs in splits.items():
-      sq.save_questions(os.path.join(ctx.searchqa_dir, f"{name}.jsonl"), recs)
+    _, _, splits = sq.write_dataset(ctx.searchqa_dir, seed=c.seed, per_type=c.searchqa_per_type,
+                                    test_fraction=c.searchqa_test_fraction)
     write_json(os.path.join(ctx.searchqa_dir, "summary.json"),
                {n: len(r) for n, r in splits.items()})
   summary["searchqa"] = {"per_type": c.searchqa_per_type, "test_fraction": c.searchqa_test_fraction}
@@ -219,31 +215,16 @@ def other_skill_fn(compile_fn: Callable) -> Callable:
 
 def nonsense_fn(compiler: SkillCompiler, overlong: str, seed: int) -> Callable:
   """Each skill gets the adapter of random token ids (no special tokens), as many as the
-  compiler reads of that skill, seeded by the skill's position; longer than the compiler's
-  context, they are compiled in chunks and averaged, as the skill's own chunks would be."""
+  skill has, seeded by the skill's position, and compiled as the skill would be (`overlong`:
+  truncated, or in chunks whose adapters are averaged)."""
   tok = compiler.backbone.tokenizer
   special = set(tok.all_special_ids)
   vocab = np.array([i for i in range(len(tok)) if i not in special])
-  limit = compiler.spec.context_len
 
   def fn(texts):
-    pieces = []  # (skill index, ids)
-    for i, text in enumerate(texts):
-      n = len(compiler.tokenize(text))
-      n = min(n, limit) if overlong == "truncate" else n
-      ids = np.random.default_rng([seed, i]).choice(vocab, size=max(n, 1))
-      pieces += [(i, ids[s:s + limit]) for s in range(0, len(ids), limit)]
-    width = max(len(ids) for _, ids in pieces)
-    tokens = np.zeros((len(pieces), width), np.int32)
-    mask = np.zeros((len(pieces), width), np.int32)
-    for j, (_, ids) in enumerate(pieces):  # left-padded, as the compiler reads documents
-      tokens[j, width - len(ids):], mask[j, width - len(ids):] = ids, 1
-    stacked = compiler.compile_tokens(tokens, mask)
-    per_skill: dict[int, list[Adapter]] = {}
-    for j, (i, _) in enumerate(pieces):
-      per_skill.setdefault(i, []).append(stacked.row(j))
-    return [ads[0] if len(ads) == 1 else weighted_sum(ads, [1.0 / len(ads)] * len(ads))
-            for _, ads in sorted(per_skill.items())]
+    ids = [np.random.default_rng([seed, i]).choice(vocab, size=max(len(compiler.tokenize(t)), 1))
+           for i, t in enumerate(texts)]
+    return compiler.compile_ids(ids, overlong="chunk" if overlong == "error" else overlong)
   return fn
 
 

@@ -45,6 +45,7 @@ from lskill_jax.envs.searchqa.questions import (
   multi_hop_questions,
   read_qa_jsonl,
   save_questions,
+  write_dataset,
 )
 from lskill_jax.envs.searchqa.retriever import (
   DEFAULT_TOPK,
@@ -96,6 +97,7 @@ __all__ = [
   "retrieval_recall",
   "save_corpus",
   "save_questions",
+  "write_dataset",
   "summarize_scores",
   "tokenize",
   "trajectory_messages",

@@ -21,15 +21,19 @@ from __future__ import annotations
 import collections
 import hashlib
 import itertools
+import os
 import random
 from collections.abc import Callable, Iterable, Sequence
 
 from lskill_jax.envs.searchqa.corpus import (
+  Passage,
+  build_corpus,
   format_count,
   join_names,
   passage_id,
+  save_corpus,
 )
-from lskill_jax.envs.searchqa.facts import CountryFacts, fold_accents
+from lskill_jax.envs.searchqa.facts import CountryFacts, fold_accents, load_country_facts
 from lskill_jax.envs.searchqa.metrics import contains_answer, normalize_answer
 from lskill_jax.io import read_jsonl, write_jsonl
 
@@ -436,6 +440,19 @@ def build_questions(
 def save_questions(path: str, records: Iterable[dict]) -> None:
   """Writes question records as JSON lines (atomic)."""
   write_jsonl(path, records)
+
+
+def write_dataset(out_dir: str, *, seed: int = 0, per_type: int = 600, test_fraction: float = 0.2
+                  ) -> tuple[list[CountryFacts], list[Passage], dict[str, list[dict]]]:
+  """Builds the corpus and the question splits from the facts that ship in packages and writes
+  them under out_dir (corpus.jsonl, <split>.jsonl). Returns (facts, passages, splits)."""
+  facts = load_country_facts()
+  passages = build_corpus(facts)
+  splits = build_questions(facts, seed=seed, per_type=per_type, test_fraction=test_fraction)
+  save_corpus(os.path.join(out_dir, "corpus.jsonl"), passages)
+  for name, records in splits.items():
+    save_questions(os.path.join(out_dir, f"{name}.jsonl"), records)
+  return facts, passages, splits
 
 
 def _skill_type(name: str) -> str:
