@@ -106,6 +106,14 @@ def read_params(file: str, abstract):
   return unflatten(flat, abstract, file)
 
 
+def load_params(params_path: str, abstract, shardings):
+  """Params placed on `shardings` from what `checkpoint.find` returns: a params.safetensors file
+  (the shipped layout) or an Orbax params directory (a training run's step)."""
+  if params_path.endswith(".safetensors"):
+    return jax.device_put(read_params(params_path, abstract), shardings)
+  return ckpt.restore_params(params_path, ckpt.abstract_like(abstract, shardings))
+
+
 def available() -> dict[str, str]:
   """{base fingerprint: directory} of the compilers shipped with the package."""
   out = {}

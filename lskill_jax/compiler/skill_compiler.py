@@ -84,12 +84,7 @@ class SkillCompiler:
     spec = ckpt.spec_from_json(blob["spec"], backbone.config)
     abstract = jax.eval_shape(lambda: hypernet.init(jax.random.key(0), spec))
     shardings = param_shardings(spec, abstract, backbone.mesh)
-    if params_dir.endswith(".safetensors"):
-      params = shipped.read_params(params_dir, abstract)
-      params = jax.device_put(params, shardings)
-    else:
-      params = ckpt.restore_params(params_dir, ckpt.abstract_like(abstract, shardings))
-    return cls(backbone, spec, params)
+    return cls(backbone, spec, shipped.load_params(params_dir, abstract, shardings))
 
   @classmethod
   def pretrained(cls, backbone: Backbone) -> "SkillCompiler":

@@ -92,9 +92,7 @@ def _init_from(path: str, spec, abstract_params, shardings):
     raise run_config.ConfigError(
         f"init_from={path}: its compiler differs from this config's ({listed}); set these "
         "fields as that run had them, or train from scratch without init_from.")
-  if params_dir.endswith(".safetensors"):  # a shipped compiler (compiler/shipped.py)
-    return jax.device_put(shipped.read_params(params_dir, abstract_params), shardings)
-  return compiler_ckpt.restore_params(params_dir, _abstract(abstract_params, shardings))
+  return shipped.load_params(params_dir, abstract_params, shardings)
 
 
 def _global_batch(raw: dict, keys, mesh, batch_size: int) -> dict:
