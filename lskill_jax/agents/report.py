@@ -62,14 +62,14 @@ def build(env: str, results: Mapping[str, Mapping[str, Sequence[dict]]],
           "types": [t for t, _ in columns], "tables": tables, "meta": dict(meta or {})}
 
 
-def _pct(x) -> str:
+def format_percent(x) -> str:
+  """A percentage with one decimal, or a dash for a missing value."""
   return "—" if x is None else f"{x:.1f}"
 
 
-def _num(x, digits: int = 0) -> str:
-  if x is None:
-    return "—"
-  return f"{x:,.{digits}f}" if digits else f"{x:,.0f}"
+def format_number(x, digits: int = 0) -> str:
+  """A number with thousands separators and `digits` decimals, or a dash for a missing value."""
+  return "—" if x is None else f"{x:,.{digits}f}"
 
 
 def to_markdown(rep: Mapping) -> str:
@@ -90,16 +90,17 @@ def to_markdown(rep: Mapping) -> str:
     lines.append("| Mode | " + " | ".join(head) + " |")
     lines.append("|---|" + "---:|" * len(head))
     for mode, row in rows.items():
-      cells = [_pct(row["by_type"][t]["rate"]) for t in rep["types"]]
-      cells.append(_pct(row["average"]["rate"]))
+      cells = [format_percent(row["by_type"][t]["rate"]) for t in rep["types"]]
+      cells.append(format_percent(row["average"]["rate"]))
       if env == "alfworld":
-        cells += [_num(row["steps_per_episode"], 1), _num(row["prefill_per_step"]),
-                  _num(row["decode_per_step"]), _num(row["context_per_step"]),
-                  _num(row["fallbacks_per_step"], 2)]
+        cells += [format_number(row["steps_per_episode"], 1),
+                  format_number(row["prefill_per_step"]), format_number(row["decode_per_step"]),
+                  format_number(row["context_per_step"]),
+                  format_number(row["fallbacks_per_step"], 2)]
       else:
-        cells += [_num(row["context_per_step"]), _num(row["prefill_per_step"]),
-                  _num(row["decode_per_step"]), _num(row["steps_per_episode"], 2),
-                  _num(row["fallbacks_per_step"], 2)]
+        cells += [format_number(row["context_per_step"]), format_number(row["prefill_per_step"]),
+                  format_number(row["decode_per_step"]), format_number(row["steps_per_episode"], 2),
+                  format_number(row["fallbacks_per_step"], 2)]
       lines.append(f"| {mode} | " + " | ".join(cells) + " |")
     any_row = next(iter(rows.values()), None)
     if any_row is not None:

@@ -16,7 +16,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from lskill_jax.agents.report import ALFWORLD_COLUMNS, SEARCHQA_COLUMNS, SPLIT_TITLES
+from lskill_jax.agents.report import (ALFWORLD_COLUMNS, SEARCHQA_COLUMNS, SPLIT_TITLES,
+                                     format_number, format_percent)
 from lskill_jax.io import atomic_write_bytes, atomic_write_text
 from lskill_jax.reproduce import stages
 
@@ -61,14 +62,6 @@ def _rate_cell(avg: Mapping) -> str:
   return f"{avg['rate']:.1f} [{ci[0]:.1f}, {ci[1]:.1f}]"
 
 
-def _num(x, digits: int = 0) -> str:
-  return "—" if x is None else f"{x:,.{digits}f}"
-
-
-def _pct(x) -> str:
-  return "—" if x is None else f"{x:.1f}"
-
-
 def _rows(results: Mapping[str, Mapping], split: str) -> dict[str, dict]:
   """condition -> row for one split, from {condition: compact report} (a report holding
   several modes gives one condition per mode)."""
@@ -93,12 +86,12 @@ def comparison_table(env: str, rows: Mapping[str, dict], split: str,
     head.append("Paper (Qwen3-8B)")
   lines = ["| Condition | " + " | ".join(head) + " |", "|---|" + "---:|" * len(head)]
   for cond, row in rows.items():
-    cells = [_pct(row["by_type"].get(t, {}).get("rate")) for t, _ in columns]
+    cells = [format_percent(row["by_type"].get(t, {}).get("rate")) for t, _ in columns]
     cells += [_rate_cell(row["average"]), str(row["average"]["n"]),
-              _num(row["prefill_per_step"]), _num(row["decode_per_step"]),
-              _num(row["context_per_step"])]
+              format_number(row["prefill_per_step"]), format_number(row["decode_per_step"]),
+              format_number(row["context_per_step"])]
     if paper is not None:
-      cells.append(_pct(paper.get(cond)))
+      cells.append(format_percent(paper.get(cond)))
     lines.append(f"| {cond} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
 
@@ -145,8 +138,9 @@ def reading(agents: Mapping[str, Mapping]) -> list[str]:
       wins_incontext += verdict == "yes"
       lines.append(f"* **{_split_title(env, split)}: does latent beat in-context with fewer "
                    f"prefill tokens? {verdict}.** {text}; prefill "
-                   f"{_num(lat['prefill_per_step'])} vs {_num(inc['prefill_per_step'])} tokens "
-                   f"per step ({'fewer' if fewer else 'not fewer'}).")
+                   f"{format_number(lat['prefill_per_step'])} vs "
+                   f"{format_number(inc['prefill_per_step'])} tokens per step "
+                   f"({'fewer' if fewer else 'not fewer'}).")
       controls = [c for c in rows if c.startswith("latent_") or c == "plain_lora"]
       if controls:
         results_c = [_vs("latent", lat, c, rows[c]) for c in controls]
@@ -313,7 +307,7 @@ def _robustness_section(rob: Mapping, leaks: Sequence[Mapping] | None) -> list[s
       for v, rep in by_variant.items():
         rows = rep["tables"].get(split, {})
         cell = lambda m: _rate_cell(rows[m]["average"]) if m in rows else "—"
-        tok = lambda m: _num(rows[m]["prefill_per_step"]) if m in rows else "—"
+        tok = lambda m: format_number(rows[m]["prefill_per_step"]) if m in rows else "—"
         lines.append(f"| {v} | {cell('incontext')} | {cell('latent')} | {tok('incontext')} | "
                      f"{tok('latent')} |")
       lines.append("")
@@ -365,7 +359,7 @@ def _run_section(out: str, config) -> list[str]:
   if s2:
     s = s2["summary"]
     lines += [f"Stage 2: {s.get('step')} steps from {s.get('init_from')}; last training loss "
-              f"{_num(s.get('loss'), 3)}.", ""]
+              f"{format_number(s.get('loss'), 3)}.", ""]
   pl = stages.read_marker(out, "plain_lora")
   if pl and "last_loss" in pl["summary"]:
     s = pl["summary"]
