@@ -16,6 +16,7 @@ def data_defaults(stage: int) -> ml_collections.ConfigDict:
       context_len=4087,               # compiler tokens per example
       mix="",                         # stage 1: a second jsonl corpus mixed into training ...
       mix_fraction=0.0,               # ... as this fraction of the examples (validation: data.val only)
+      mix_overlong="",                # how data.mix treats documents over seq_len; "" = as data.overlong
       p_completion=0.5, min_cut=0.1, max_cut=0.3,
       seed=0,
   ))

@@ -13,7 +13,7 @@ import lskill_jax as lsj
 from conftest import save_tiny_model
 from configs import stage1_smollm2_135m_cpu, stage1_tiny
 from lskill_jax.compiler import hypernet
-from lskill_jax.data import pipeline
+from lskill_jax.data import pipeline, records
 from lskill_jax.data.stage1 import Stage1Options, split_to_fit
 from lskill_jax.io import write_jsonl
 from lskill_jax.training import datasets
@@ -359,4 +359,33 @@ def test_a_second_corpus_is_mixed_in_at_its_fraction_of_the_examples(tmp_path):
     run_config.check_values(c)
   c.data.update(mix="items.jsonl", mix_fraction=1.0)
   with pytest.raises(run_config.ConfigError, match=r"must be a number in \[0, 1\)"):
+    run_config.check_values(c)
+
+
+def test_the_mixed_in_corpus_can_split_its_long_documents_while_the_main_one_skips(tmp_path):
+  c = stage1_tiny.get_config()
+  bb = lsj.backbone_from_config(c)
+  short = [f"To open drawer {i}, pull the handle and look inside." for i in range(40)]
+  long = ["\n\n".join(f"Skill {i}, step {k}: check the valve, then the gauge." for k in range(40))
+          for i in range(3)]
+  write_jsonl(str(tmp_path / "train.jsonl"), [{"text": t} for t in short + long])
+  write_jsonl(str(tmp_path / "skills.jsonl"), [{"text": t} for t in long])
+  c.data.update(train=str(tmp_path / "train.jsonl"), mix=str(tmp_path / "skills.jsonl"),
+                mix_fraction=0.5, seq_len=160, context_len=64, overlong="skip")
+  c.train.batch_size = 4
+
+  def docs(ds, n=4):
+    return [bb.tokenizer.decode(row[m > 0]) for k in range(n)
+            for row, m in zip(ds[k]["doc_tokens"], ds[k]["doc_mask"])]
+
+  with pytest.raises(records.DataError, match="every document is over.*data.mix_overlong=split"):
+    datasets.make_datasets(c, bb.tokenizer)   # the mix inherits "skip": nothing of it fits
+  c.data.mix_overlong = "split"
+  run_config.check_values(c)
+  train_ds, _ = datasets.make_datasets(c, bb.tokenizer)
+  seen = docs(train_ds)
+  assert sum("Skill" in d for d in seen) == 8              # half of 16 examples: skill pieces
+  assert not any("Skill" in d and "step 39" in d and "step 0:" in d for d in seen)  # pieces, not wholes
+  c.data.mix_overlong = "chop"
+  with pytest.raises(run_config.ConfigError, match="data.mix_overlong='chop'"):
     run_config.check_values(c)

@@ -40,7 +40,7 @@ def load_stage1_texts(data_cfg) -> tuple[list[str], list[str]]:
 
 
 def fitting(tokenizer, texts: list[str], seq_len: int, where: str, overlong: str = "skip",
-            interleave: bool = False) -> list[str]:
+            interleave: bool = False, field: str = "data.overlong") -> list[str]:
   """The documents that fit the length budget; refuses a corpus where none does.
 
   overlong: "skip" drops longer documents (counted); "split" cuts each at paragraphs into
@@ -48,9 +48,10 @@ def fitting(tokenizer, texts: list[str], seq_len: int, where: str, overlong: str
   interleave: order the pieces round-robin over their documents (every document's first
   piece, then every second piece, ...). Validation takes "another document" to be the
   neighbouring entry, which must then come from another document, not the same manual.
+  field: the config field that sets `overlong` here, named in errors.
   """
   if overlong not in stage1.OVERLONG:
-    raise records.DataError(f"data.overlong={overlong!r}: must be one of {stage1.OVERLONG}.")
+    raise records.DataError(f"{field}={overlong!r}: must be one of {stage1.OVERLONG}.")
   budget = seq_len - stage1.CHAT_OVERHEAD - 32
   lengths = [len(x) for x in tokenizer(texts, add_special_tokens=False)["input_ids"]]
   kept = [t for t, n in zip(texts, lengths) if n <= budget]
@@ -71,7 +72,7 @@ def fitting(tokenizer, texts: list[str], seq_len: int, where: str, overlong: str
   if not kept:
     raise records.DataError(f"{where}: every document is over the {seq_len}-token budget "
                             f"(shortest: {min(lengths)} tokens); raise data.seq_len or set "
-                            "data.overlong=split.")
+                            f"{field}=split.")
   return kept
 
 
@@ -105,7 +106,9 @@ def make_datasets(config, tokenizer, rows: Sequence[int] | None = None):
     if fraction > 0:
       mix, rep = records.read_pretrain_jsonl(config.data.mix, on_error=config.data.on_error)
       logging.info("mixed in at %.0f%% of the examples: %s", 100 * fraction, rep.summary())
-      mix = fitting(tokenizer, mix, config.data.seq_len, "data.mix", overlong)
+      # A mix of long skill documents beside a corpus of short ones wants "split" there only.
+      mix = fitting(tokenizer, mix, config.data.seq_len, "data.mix",
+                    config.data.get("mix_overlong", "") or overlong, field="data.mix_overlong")
     return (pipeline.stage1_dataset(tokenizer, train, _stage1_options(d), batch_size=batch_size,
                                     seed=d.seed, rows=rows, mix_texts=mix, mix_fraction=fraction),
             _stage1_batches(config, tokenizer, val[:config.train.eval_docs]))

@@ -144,10 +144,13 @@ def check_values(config) -> None:
                       "(e.g. the items task: launch.build_corpus --items=8000).")
   if fraction and config.get("stage", 1) != 1:
     raise ConfigError("data.mix is a Stage-1 option; Stage 2 reads its trajectories only.")
-  overlong = config.get("data", {}).get("overlong", "skip")
-  if overlong not in stage1.OVERLONG:
-    raise ConfigError(f"data.overlong={overlong!r} must be 'skip' (drop documents over "
-                      "data.seq_len) or 'split' (cut them at paragraphs into pieces that fit).")
+  data = config.get("data", {})
+  for field, allowed in (("overlong", stage1.OVERLONG), ("mix_overlong", ("",) + stage1.OVERLONG)):
+    value = data.get(field, allowed[0])
+    if value not in allowed:
+      raise ConfigError(f"data.{field}={value!r} must be 'skip' (drop documents over "
+                        "data.seq_len) or 'split' (cut them at paragraphs into pieces that fit)"
+                        + (", or '' (as data.overlong)." if "" in allowed else "."))
   if t.get("contrastive_weight", 0.0) and t.batch_size // t.accum < 2:
     raise ConfigError(f"train.contrastive_weight needs micro-batches of at least 2 examples (another "
                       f"document's adapter comes from the same micro-batch); batch_size={t.batch_size} "
