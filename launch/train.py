@@ -4,7 +4,8 @@
   python -m launch.train --config=configs/stage2_smollm2_135m.py --workdir=workdir/stage2 \\
       --config.init_from=workdir/stage1
 
-Re-running the same command resumes from the latest checkpoint in --workdir. A rerun whose
+SIGTERM or Ctrl-C saves the step under way and stops; re-running the same command resumes
+from the latest checkpoint in --workdir. A rerun whose
 config differs from the run's (WORKDIR/config.json) is refused before anything is written,
 naming the fields; intended changes are named with --allow_changes, e.g. a new schedule:
   python -m launch.train ... --config.train.lr=2e-5 --allow_changes=train.lr

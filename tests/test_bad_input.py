@@ -282,6 +282,25 @@ def test_stop_after_saves_the_step_it_stops_at(tmp_path, straight):
   _leaves_equal(resumed["state"].params, straight.params)
 
 
+def test_sigterm_saves_the_step_it_stops_at_and_resumes_exactly(tmp_path, straight, monkeypatch):
+  real, calls, handler = trainer.train_step_jit, [], signal.getsignal(signal.SIGTERM)
+
+  def preempted_during_the_first_step(*args, **kwargs):
+    calls.append(1)
+    if len(calls) == 1:
+      signal.raise_signal(signal.SIGTERM)  # as a scheduler's preemption notice would arrive
+    return real(*args, **kwargs)
+
+  monkeypatch.setattr(trainer, "train_step_jit", preempted_during_the_first_step)
+  out = train(_config(steps=4), str(tmp_path / "b"))
+  assert out["stopped_by"] == "SIGTERM" and out["step"] == 1 and len(calls) == 1
+  assert _saved_steps(tmp_path / "b") == [1]     # 1 is not a multiple of save_every
+  assert signal.getsignal(signal.SIGTERM) == handler  # the run's handler is gone again
+  monkeypatch.undo()
+  resumed = train(_config(steps=4), str(tmp_path / "b"))
+  _leaves_equal(resumed["state"].params, straight.params)
+
+
 def test_non_finite_state_is_never_saved(tmp_path, monkeypatch):
   with pytest.raises(run_config.ConfigError, match="train.lr=nan"):
     train(_config(lr=float("nan")), str(tmp_path / "nan"))

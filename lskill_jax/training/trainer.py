@@ -20,6 +20,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import signal
+import threading
 import time
 from typing import Any, Sequence
 
@@ -52,6 +54,37 @@ class NonFiniteLossError(RuntimeError):
 
 
 # ----------------------------------------------------------------------------- state
+
+
+class _StopOnSignal:
+  """SIGTERM / SIGINT become a request to save after the current step and stop.
+
+  A job scheduler's preemption or a Ctrl-C then costs no steps; a second signal stops at
+  once (the last saved checkpoint stays intact). Handlers are installed only from the main
+  thread, where Python delivers signals.
+  """
+
+  def __init__(self):
+    self.received: str | None = None
+    self._previous = {}
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGTERM, signal.SIGINT):
+        self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    if self.received is not None:
+      raise KeyboardInterrupt(f"second {signal.Signals(signum).name}: stopping without saving")
+    self.received = signal.Signals(signum).name
+    logging.warning("%s received: saving after this step, then stopping (send it again to stop "
+                    "at once).", self.received)
+
+  def __exit__(self, *exc):
+    for sig, previous in self._previous.items():
+      signal.signal(sig, previous)
 
 
 def _init_state(params, opt) -> TrainState:
@@ -251,60 +284,66 @@ def train(config, workdir: str, mesh=None, max_steps: int | None = None,
   bar = tqdm(total=t.steps, initial=start, desc=f"stage {config.stage}", unit="step",
              disable=jax.process_index() != 0 or not t.progress_bar)
   tick, tokens_since = time.perf_counter(), 0.0
-  try:
-    if start == 0 and val_batches and t.eval_every > 0:  # the untrained baseline of the curve
-      writer.write(0, "val", validate(state.params, bb, spec, step_cfg, val_batches, mesh))
-    for step in range(start, end):
-      raw = next(batches)
-      batch = _global_batch(raw, BATCH_KEYS, mesh, t.batch_size)
-      with jax.set_mesh(mesh):
-        state, metrics = train_step_jit(state, batch, bb.params, spec=spec, cfg=step_cfg,
-                                        optimizer=opt, schedule=sched)
-      if int(metrics["skipped"]):
-        bad_streak += 1
-        logging.warning("step %d: non-finite loss or gradient; update skipped.", step + 1)
-        if bad_streak >= t.max_bad_steps:
-          raise NonFiniteLossError(
-              f"{bad_streak} consecutive steps had non-finite loss/gradients (last at step {step + 1}); "
-              "stopping without saving. Lower train.lr or check the data; the last good "
-              "checkpoint is intact.")
-      else:
-        bad_streak = 0
-      # raw holds this process's rows only; several processes count the global batch.
-      tokens_since += float(raw["segment_ids"].sum() if jax.process_count() == 1
-                            else jnp.sum(batch["segment_ids"]))
-      done = step + 1
-      bar.update(1)
-      if done % t.log_every == 0 or done == end:
-        elapsed = time.perf_counter() - tick
-        host = {k: _host(v) for k, v in metrics.items()}
-        ratio = host.pop("delta_w_ratio")
-        host.update(tokens_per_s=tokens_since / max(elapsed, 1e-9),
-                    delta_w_ratio_mean=float(np.mean(ratio)), delta_w_ratio_by_layer=ratio)
-        writer.write(done, "train", host)
-        bar.set_postfix(loss=f"{host['loss']:.3f}", tok_s=f"{host['tokens_per_s']:.0f}")
-        last = host
-        tick, tokens_since = time.perf_counter(), 0.0
-      if val_batches and t.eval_every > 0 and (done % t.eval_every == 0 or done == t.steps):
-        val = validate(state.params, bb, spec, step_cfg, val_batches, mesh)
-        writer.write(done, "val", val)
-        logging.info("step %d validation: %s", done, json.dumps({k: round(v, 4) for k, v in val.items()}))
-        last = {**last, **{f"val/{k}": v for k, v in val.items()}}
-      if done % t.save_every == 0 or done in (t.steps, end):
-        if not bool(_finite((state.params, state.opt_state))):
-          manager.wait_until_finished()
-          raise NonFiniteLossError(
-              f"step {done}: the parameters or optimizer state hold NaN or inf; not saving them. "
-              f"The last saved checkpoint (step {manager.latest_step()}) is intact; lower train.lr "
-              "or check the data, then rerun to resume from it.")
-        manager.save(done, args=ocp.args.Composite(
-            params=ocp.args.StandardSave(state.params),
-            opt_state=ocp.args.StandardSave(state.opt_state),
-            data=ocp.args.JsonSave({"step": done, "iterator": batches.get_state()})))
-  finally:
-    manager.wait_until_finished()
-    manager.close()
-    writer.close()
-    bar.close()
+  with _StopOnSignal() as stop:
+    try:
+      if start == 0 and val_batches and t.eval_every > 0:  # the untrained baseline of the curve
+        writer.write(0, "val", validate(state.params, bb, spec, step_cfg, val_batches, mesh))
+      for step in range(start, end):
+        raw = next(batches)
+        batch = _global_batch(raw, BATCH_KEYS, mesh, t.batch_size)
+        with jax.set_mesh(mesh):
+          state, metrics = train_step_jit(state, batch, bb.params, spec=spec, cfg=step_cfg,
+                                          optimizer=opt, schedule=sched)
+        if int(metrics["skipped"]):
+          bad_streak += 1
+          logging.warning("step %d: non-finite loss or gradient; update skipped.", step + 1)
+          if bad_streak >= t.max_bad_steps:
+            raise NonFiniteLossError(
+                f"{bad_streak} consecutive steps had non-finite loss/gradients (last at step {step + 1}); "
+                "stopping without saving. Lower train.lr or check the data; the last good "
+                "checkpoint is intact.")
+        else:
+          bad_streak = 0
+        # raw holds this process's rows only; several processes count the global batch.
+        tokens_since += float(raw["segment_ids"].sum() if jax.process_count() == 1
+                              else jnp.sum(batch["segment_ids"]))
+        done = step + 1
+        bar.update(1)
+        if done % t.log_every == 0 or done == end:
+          elapsed = time.perf_counter() - tick
+          host = {k: _host(v) for k, v in metrics.items()}
+          ratio = host.pop("delta_w_ratio")
+          host.update(tokens_per_s=tokens_since / max(elapsed, 1e-9),
+                      delta_w_ratio_mean=float(np.mean(ratio)), delta_w_ratio_by_layer=ratio)
+          writer.write(done, "train", host)
+          bar.set_postfix(loss=f"{host['loss']:.3f}", tok_s=f"{host['tokens_per_s']:.0f}")
+          last = host
+          tick, tokens_since = time.perf_counter(), 0.0
+        if val_batches and t.eval_every > 0 and (done % t.eval_every == 0 or done == t.steps):
+          val = validate(state.params, bb, spec, step_cfg, val_batches, mesh)
+          writer.write(done, "val", val)
+          logging.info("step %d validation: %s", done, json.dumps({k: round(v, 4) for k, v in val.items()}))
+          last = {**last, **{f"val/{k}": v for k, v in val.items()}}
+        if done % t.save_every == 0 or done in (t.steps, end) or stop.received:
+          if not bool(_finite((state.params, state.opt_state))):
+            manager.wait_until_finished()
+            raise NonFiniteLossError(
+                f"step {done}: the parameters or optimizer state hold NaN or inf; not saving them. "
+                f"The last saved checkpoint (step {manager.latest_step()}) is intact; lower train.lr "
+                "or check the data, then rerun to resume from it.")
+          manager.save(done, args=ocp.args.Composite(
+              params=ocp.args.StandardSave(state.params),
+              opt_state=ocp.args.StandardSave(state.opt_state),
+              data=ocp.args.JsonSave({"step": done, "iterator": batches.get_state()})))
+        if stop.received:
+          logging.warning("stopped on %s after saving step %d; rerun the same command to resume.",
+                          stop.received, done)
+          last = {**last, "stopped_by": stop.received}
+          break
+    finally:
+      manager.wait_until_finished()
+      manager.close()
+      writer.close()
+      bar.close()
   return {"step": int(jax.device_get(state.step)), "state": state, **last}
 
