@@ -7,6 +7,13 @@ step (default: the latest), and prints one row per split and mode with the gaps
 `none - own` (what adapters buy) and `other - own` (what the document's own adapter buys),
 each the mean of per-document paired differences with a 95% bootstrap interval.
 
+  python -m launch.validate --workdir=workdir/stage1 --documents=workdir/starter/val.jsonl --cut=240
+
+measures the step on documents of your own instead (a jsonl of {"text": ...} lines, e.g. skills
+held out of training), each cut at a paragraph to --cut tokens: every document's adapter
+against every other's (`loss_matrix`), "other" being the mean of the other documents' adapters,
+and how many documents their own adapter serves best.
+
 Shared flags (listed by --helpfull): --mesh=data=D,fsdp=F,tensor=T spreads the work over a
 device mesh (one axis may be -1: the remaining devices); --distributed joins one JAX job
 over several hosts, the same command on each (docs/tpu.md).
@@ -23,7 +30,9 @@ from ml_collections import config_flags
 
 from launch import common
 from lskill_jax.io import write_json
-from lskill_jax.training.validation import DOC_SHARE, evaluate_checkpoint
+from lskill_jax.data import records
+from lskill_jax.training.validation import (DOC_SHARE, MODES, checkpoint_compiler, cut_at_paragraphs,
+                                            evaluate_checkpoint, loss_matrix, matrix_gaps)
 
 config_flags.DEFINE_config_file("config", None, "The run's training config (default: "
                                 "WORKDIR/config.json).", lock_config=True)
@@ -32,6 +41,10 @@ flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
 flags.DEFINE_list("split", ["val"], "Comma-separated splits: val, train.")
 flags.DEFINE_integer("docs", None, "Documents (stage 2: records) per split (default: "
                      "config.train.eval_docs).")
+flags.DEFINE_string("documents", "", "A jsonl of {\"text\": ...} documents to measure on instead of "
+                    "the run's splits (the first --docs of them, default 16).")
+flags.DEFINE_integer("cut", 240, "--documents: keep each document's leading paragraphs up to this "
+                     "many tokens.")
 flags.DEFINE_string("out", "", "Also write the results to this JSON file.")
 FLAGS = flags.FLAGS
 
@@ -45,10 +58,35 @@ def _run_config(workdir: str):
     return ml_collections.ConfigDict(json.load(f))
 
 
+def _documents(config, mesh) -> dict:
+  comp = checkpoint_compiler(config, FLAGS.workdir, FLAGS.step, mesh)
+  texts, report = records.read_pretrain_jsonl(FLAGS.documents)
+  count = lambda t: len(comp.backbone.tokenizer(t)["input_ids"])
+  texts = [cut_at_paragraphs(t, count, FLAGS.cut) for t in texts[:FLAGS.docs or 16]]
+  if len(texts) < 2 or not all(t.strip() for t in texts):
+    raise records.DataError(f"{FLAGS.documents}: need at least two documents whose first paragraph "
+                         f"fits --cut={FLAGS.cut} tokens ({report.summary()}); raise --cut.")
+  print(f"{'mode':15} {'docs':>5} {'own':>7} {'none':>7} {'other':>7} {'none-own':>9} "
+        f"{'other-own [95% CI]':>26} {'own best':>9}")
+  results = {}
+  for mode in MODES:
+    res = results[mode] = matrix_gaps(loss_matrix(comp, texts, mode=mode))
+    print(f"{mode:15} {res['docs']:5d} {res['own']:7.4f} {res['none']:7.4f} {res['other']:7.4f} "
+          f"{res['gap_none']:+9.4f} {res['gap_other']:+.4f} [{res['gap_other_low']:+.4f}, "
+          f"{res['gap_other_high']:+.4f}]  {res['positive']:3d} of {res['docs']}")
+  return {FLAGS.documents: results}
+
+
 def main(argv):
   del argv
   config = FLAGS.config or _run_config(FLAGS.workdir)
   mesh = common.init_runtime()
+  if FLAGS.documents:
+    results = _documents(config, mesh)
+    if FLAGS.out:
+      write_json(FLAGS.out, {"workdir": FLAGS.workdir, "step": FLAGS.step, "cut": FLAGS.cut,
+                             **results}, indent=1)
+    return
   results = evaluate_checkpoint(config, FLAGS.workdir, FLAGS.step, tuple(FLAGS.split), FLAGS.docs, mesh)
   print(f"{'split':6} {'mode':15} {'docs':>5} {'own':>7} {'none':>7} {'other':>7} "
         f"{'none-own [95% CI]':>26} {'other-own [95% CI]':>26} {'doc share':>9}")

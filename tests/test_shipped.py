@@ -15,7 +15,8 @@ from configs import stage1_tiny, tiny
 from lskill_jax.compiler import checkpoint as ckpt
 from lskill_jax.compiler import shipped
 from lskill_jax.training.trainer import train
-from lskill_jax.training.validation import loss_matrix
+from lskill_jax.io import write_jsonl
+from lskill_jax.training.validation import cut_at_paragraphs, loss_matrix, matrix_gaps
 from lskill_jax.weights.safetensors_file import SafetensorsFile, save_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -113,6 +114,31 @@ def test_loss_matrix_rows_are_adapters_and_the_last_is_the_plain_backbone(comp):
     loss_matrix(comp, [DOCS[0], "  "])
 
 
+def test_matrix_gaps_compare_each_own_adapter_with_the_mean_of_the_others():
+  m = np.array([[1.0, 2.2, 3.0],
+                [1.6, 2.0, 3.1],
+                [1.3, 2.3, 3.2],   # document 2's own adapter is worse than the others' mean
+                [2.0, 2.5, 3.5]])
+  g = matrix_gaps(m)
+  other, own = np.array([1.45, 2.25, 3.05]), np.array([1.0, 2.0, 3.2])
+  assert g["docs"] == 3 and g["positive"] == 2
+  np.testing.assert_allclose([g["own"], g["none"], g["other"]], [own.mean(), 8 / 3, other.mean()])
+  np.testing.assert_allclose(g["gap_other"], (other - own).mean())
+  np.testing.assert_allclose(g["gap_none"], (np.array([2, 2.5, 3.5]) - own).mean())
+  assert g["gap_other_low"] <= g["gap_other"] <= g["gap_other_high"]
+  with pytest.raises(ValueError, match=r"\[N \+ 1, N\]"):
+    matrix_gaps(m[:3])
+
+
+def test_cut_at_paragraphs_keeps_whole_leading_paragraphs_within_the_budget():
+  words = lambda t: len(t.split())
+  text = "one two three\n\nfour five\n\nsix seven eight nine"
+  assert cut_at_paragraphs(text, words, 5) == "one two three\n\nfour five"
+  assert cut_at_paragraphs(text, words, 4) == "one two three"
+  assert cut_at_paragraphs(text, words, 2) == ""
+  assert cut_at_paragraphs(text, words, 99) == text
+
+
 def test_ship_compiler_packages_a_trained_run_with_its_held_out_card(tmp_path):
   c = stage1_tiny.get_config()
   c.train.update(steps=2, batch_size=2, accum=1, eval_every=2, save_every=2, eval_docs=4,
@@ -136,3 +162,13 @@ def test_ship_compiler_packages_a_trained_run_with_its_held_out_card(tmp_path):
     np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-2, atol=1e-6)
   wrong = run("launch.ship_compiler", f"--workdir={work}", "--step=1", f"--results={res}", f"--out={out}")
   assert wrong.returncode == 2 and "not --step=1" in wrong.stderr
+  # The step measured on documents of one's own, every adapter against every other.
+  write_jsonl(str(tmp_path / "skills.jsonl"), [{"text": d + "\n\n" + "More detail. " * 300} for d in DOCS])
+  d = run("launch.validate", f"--workdir={work}", "--step=2", f"--documents={tmp_path / 'skills.jsonl'}",
+          "--cut=40", f"--out={tmp_path / 'docs.json'}")
+  assert d.returncode == 0, d.stderr[-3000:]
+  got = json.load(open(tmp_path / "docs.json"))[str(tmp_path / "skills.jsonl")]
+  assert set(got) == {"reconstruction", "completion"} and got["reconstruction"]["docs"] == 3
+  assert "of 3" in d.stdout
+  short = run("launch.validate", f"--workdir={work}", f"--documents={tmp_path / 'skills.jsonl'}", "--cut=3")
+  assert short.returncode == 2 and "raise --cut" in short.stderr

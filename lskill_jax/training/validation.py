@@ -84,9 +84,8 @@ def validate(params, bb, spec, step_cfg, batches, mesh=None) -> dict[str, float]
   return results
 
 
-def evaluate_checkpoint(config, workdir: str, step: int | None = None, splits=("val",),
-                        docs: int | None = None, mesh=None) -> dict[str, dict[str, float]]:
-  """`validate` for a saved step of a training run (default: its latest): {split: results}."""
+def checkpoint_compiler(config, workdir: str, step: int | None = None, mesh=None) -> SkillCompiler:
+  """The compiler of a saved step of a training run (default: its latest) on its backbone."""
   ckpts = os.path.join(workdir, "checkpoints")
   where = workdir if step is None else os.path.join(ckpts, str(step))
   if step is not None and not os.path.isdir(os.path.join(where, "params")):
@@ -98,12 +97,19 @@ def evaluate_checkpoint(config, workdir: str, step: int | None = None, splits=("
       spec_from_config(config, bb.config), remat=False):
     raise ValueError(f"{workdir}: its compiler differs from this config's; pass the run's own "
                      "config (the config.json that launch.train wrote there).")
+  return comp
+
+
+def evaluate_checkpoint(config, workdir: str, step: int | None = None, splits=("val",),
+                        docs: int | None = None, mesh=None) -> dict[str, dict[str, float]]:
+  """`validate` for a saved step of a training run (default: its latest): {split: results}."""
+  comp = checkpoint_compiler(config, workdir, step, mesh)
   cfg = StepConfig(accum=1, remat=False, loss_chunk=config.train.loss_chunk)
   results = {}
-  for split, batches in eval_batches(config, bb.tokenizer, tuple(splits), docs).items():
+  for split, batches in eval_batches(config, comp.backbone.tokenizer, tuple(splits), docs).items():
     if not batches:
       raise ValueError(f"no {split} documents to evaluate on (need at least two).")
-    results[split] = validate(comp.params, bb, comp.spec, cfg, batches, mesh)
+    results[split] = validate(comp.params, comp.backbone, comp.spec, cfg, batches, mesh)
   return results
 
 
@@ -142,3 +148,35 @@ def loss_matrix(compiler: SkillCompiler, texts: Sequence[str], *, alpha: float =
     w = weights[:, 1:]
     out[i] = -(target * w).sum(axis=1) / w.sum(axis=1)
   return out
+
+
+def cut_at_paragraphs(text: str, count, budget: int) -> str:
+  """The leading paragraphs of `text` that fit `budget` tokens (`count(str) -> int`), so a long
+  skill can be measured whole-paragraph within a compiler's and conversation's length."""
+  kept = []
+  for para in text.split("\n\n"):
+    if count("\n\n".join(kept + [para])) > budget:
+      break
+    kept.append(para)
+  return "\n\n".join(kept)
+
+
+def matrix_gaps(matrix: np.ndarray) -> dict[str, float]:
+  """Summary of a `loss_matrix` [N + 1, N]: does each document's own adapter beat the others'?
+
+  own / none: mean diagonal and plain-backbone loss; other: mean over documents of the mean
+  loss under the other N - 1 documents' adapters; gap_other (with _low, _high: a 95% bootstrap
+  interval) and gap_none: mean paired differences other - own and none - own; positive: how
+  many documents have other - own > 0 (all N is the strict criterion).
+  """
+  m = np.asarray(matrix, np.float64)
+  n = m.shape[1]
+  if m.shape != (n + 1, n) or n < 2:
+    raise ValueError(f"matrix must be [N + 1, N] with N >= 2 (a loss_matrix), got {m.shape}.")
+  own, none = np.diag(m[:n]), m[n]
+  other = (m[:n].sum(0) - own) / (n - 1)
+  gap, low, high = paired_interval(other - own)
+  return {"docs": n, "own": float(own.mean()), "none": float(none.mean()),
+          "other": float(other.mean()), "gap_other": gap, "gap_other_low": low,
+          "gap_other_high": high, "gap_none": float((none - own).mean()),
+          "positive": int((other > own).sum())}
