@@ -70,7 +70,8 @@ def _documents(config, mesh) -> dict:
         f"{'other-own [95% CI]':>26} {'own best':>9}")
   results = {}
   for mode in MODES:
-    res = results[mode] = matrix_gaps(loss_matrix(comp, texts, mode=mode))
+    matrix = loss_matrix(comp, texts, mode=mode)
+    res = results[mode] = {**matrix_gaps(matrix), "loss_matrix": matrix.tolist()}
     print(f"{mode:15} {res['docs']:5d} {res['own']:7.4f} {res['none']:7.4f} {res['other']:7.4f} "
           f"{res['gap_none']:+9.4f} {res['gap_other']:+.4f} [{res['gap_other_low']:+.4f}, "
           f"{res['gap_other_high']:+.4f}]  {res['positive']:3d} of {res['docs']}")

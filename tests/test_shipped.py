@@ -169,6 +169,7 @@ def test_ship_compiler_packages_a_trained_run_with_its_held_out_card(tmp_path):
   assert d.returncode == 0, d.stderr[-3000:]
   got = json.load(open(tmp_path / "docs.json"))[str(tmp_path / "skills.jsonl")]
   assert set(got) == {"reconstruction", "completion"} and got["reconstruction"]["docs"] == 3
+  assert np.array(got["completion"]["loss_matrix"]).shape == (4, 3)
   assert "of 3" in d.stdout
   short = run("launch.validate", f"--workdir={work}", f"--documents={tmp_path / 'skills.jsonl'}", "--cut=3")
   assert short.returncode == 2 and "raise --cut" in short.stderr
