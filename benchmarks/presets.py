@@ -30,9 +30,9 @@ def backbone_config(preset: str) -> BackboneConfig:
                         **PRESETS[preset])
 
 
-def spec(preset: str, *, remat: bool = False, rank: int = 8, metalora_rank: int = 128,
+def spec(preset: str, *, remat: bool = True, rank: int = 8, metalora_rank: int = 128,
          generator_depth: int = 4) -> CompilerSpec:
-  """The compiler the harness builds on that backbone (remat off, as the harness runs)."""
+  """The compiler the harness builds on that backbone."""
   return CompilerSpec(backbone=backbone_config(preset), rank=rank, scale=1e-3,
                       metalora_rank=metalora_rank, generator_depth=generator_depth, remat=remat)
 

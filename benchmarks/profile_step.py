@@ -37,7 +37,8 @@ flags.DEFINE_integer("layers", 0, "Backbone layers (0 = the preset's).")
 flags.DEFINE_integer("t", 256, "Document and conversation tokens.")
 flags.DEFINE_integer("batch", 1, "Rows.")
 flags.DEFINE_integer("calls", 2, "Profiled calls.")
-flags.DEFINE_bool("remat", False, "Rematerialise decoder layers.")
+flags.DEFINE_bool("remat", False, "Rematerialise decoder layers (off: the forward ops are "
+                  "counted once).")
 FLAGS = flags.FLAGS
 
 PARTS = ("encode", "generator", "carve", "conversation", "lm_head_loss", "optimizer", "metrics")

@@ -9,10 +9,10 @@ unless --harness says otherwise) and then ours (`benchmarks.at_preset`), each in
 subprocess so peak RSS is per process; the two alternate round by round. Each side's figure
 is its best over rounds (each round's figure is that process's median of --iters calls).
 Shape flags (--config, --t_doc, --t_conv, --compile_batch, --iters,
---warmup) are benchmarks.at_preset's and go to both sides; --remat turns on rematerialisation
-on ours and gradient checkpointing on theirs. Prints one line per figure with the ratio, >1
-meaning ours is better (faster, more documents/s, or less memory). Absolute seconds on a
-shared machine are not stable: compare the ratios of one run.
+--warmup) are benchmarks.at_preset's and go to both sides; --remat (ours, default on) and
+--their_grad_ckpt (theirs, default off) are each side's own memory/time choice. Prints one
+line per figure with the ratio, >1 meaning ours is better (faster, more documents/s, or less
+memory). Absolute seconds on a shared machine are not stable: compare the ratios of one run.
 """
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 flags.DEFINE_integer("rounds", 3, "Alternating rounds (theirs, ours) per side.")
 flags.DEFINE_integer("threads", 2, "Their torch threads (the harness default).")
+flags.DEFINE_bool("their_grad_ckpt", False, "Gradient checkpointing on theirs (the harness "
+                  "default is off; their launch scripts turn it on).")
 flags.DEFINE_string("src", os.environ.get("LATENTSKILL_SRC", ""), "Work tree of the authors' repo.")
 flags.DEFINE_string("their_python", os.environ.get("LATENTSKILL_PYTHON", ""),
                     "Python with torch and transformers for their harness.")
@@ -67,7 +69,7 @@ def ours() -> dict:
   return _run([sys.executable, "-m", "benchmarks.at_preset", f"--config={FLAGS.config}",
                f"--t_doc={FLAGS.t_doc}", f"--t_conv={FLAGS.t_conv}", f"--iters={FLAGS.iters}",
                f"--warmup={FLAGS.warmup}", f"--compile_batch={FLAGS.compile_batch}",
-               f"--remat={FLAGS.remat}"], env)
+               f"--remat={FLAGS.remat}", f"--compile_cache={FLAGS.compile_cache}"], env)
 
 
 def theirs() -> dict:
@@ -75,7 +77,7 @@ def theirs() -> dict:
   return _run([FLAGS.their_python, FLAGS.harness, "--config", FLAGS.config, "--t_doc", str(FLAGS.t_doc),
                "--t_conv", str(FLAGS.t_conv), "--iters", str(FLAGS.iters), "--warmup", str(FLAGS.warmup),
                "--compile_batch", str(FLAGS.compile_batch), "--threads", str(FLAGS.threads),
-               "--no_8b"] + (["--grad_ckpt"] if FLAGS.remat else []), env)
+               "--no_8b"] + (["--grad_ckpt"] if FLAGS.their_grad_ckpt else []), env)
 
 
 def _get(res: dict, path):
