@@ -28,7 +28,7 @@ from benchmarks import at_preset  # noqa: F401  (its flags are the shared ones: 
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-flags.DEFINE_integer("rounds", 3, "Alternating rounds (theirs, ours) per side.")
+flags.DEFINE_integer("rounds", 3, "Alternating rounds (theirs, ours) per side.", lower_bound=1)
 flags.DEFINE_integer("threads", 2, "Their torch threads (the harness default).")
 flags.DEFINE_bool("their_grad_ckpt", False, "Gradient checkpointing on theirs (the harness "
                   "default is off; their launch scripts turn it on).")
