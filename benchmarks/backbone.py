@@ -1,13 +1,19 @@
 """Prefill and decode throughput of the backbone port vs transformers (PyTorch), same run.
 
-  python -m benchmarks.backbone [--model=smollm2-135m] [--prompt_len=512] [--new_tokens=64]
+  python -m benchmarks.backbone [--model=smollm2-135m] [--prompt_len=512] [--new_tokens=64] \
+      [--attn=sdpa]
 
-Prints tokens/s for each engine and the ratio ours / torch, with the machine named.
-Decode throughput is (generate N+1 tokens) - (generate 1 token), so prefill is excluded.
+Prints tokens/s for each engine and the ratio ours / torch, with the machine, the torch and
+transformers versions, the attention implementation the peer actually ran and its weights'
+dtype named. Prefill is like for like: both engines compute the logits of the last position
+only (transformers' `logits_to_keep=1`). Decode throughput is (generate N+1 tokens) -
+(generate 1 token), so prefill is excluded. The peer is whatever transformers this
+environment has; `benchmarks.vs_authors` compares against the authors' pinned one.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 
@@ -17,7 +23,7 @@ import numpy as np
 import torch
 
 import lskill_jax as lsj
-from benchmarks.common import best_of, machine
+from benchmarks.common import best_of, machine, prefill_last
 from lskill_jax.backbone.loading import resolve_source
 
 flags.DEFINE_string("model", "smollm2-135m", "Backbone (GGUF path, HF dir, or embedded name).")
@@ -26,6 +32,7 @@ flags.DEFINE_integer("new_tokens", 64, "Decode steps.")
 flags.DEFINE_list("decode_batches", ["1", "8"], "Batch sizes for decode.")
 flags.DEFINE_integer("repeats", 3, "Timed repeats (best is reported).")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Weights dtype for both engines.")
+flags.DEFINE_enum("attn", "sdpa", ["sdpa", "eager"], "transformers attention implementation.")
 flags.DEFINE_string("json_out", "", "Also write the figures as JSON here.")
 FLAGS = flags.FLAGS
 
@@ -33,10 +40,15 @@ FLAGS = flags.FLAGS
 def _torch_model(source: str, dtype):
   from transformers import AutoModelForCausalLM
   path = resolve_source(source)
+  kw = dict(dtype=dtype, attn_implementation=FLAGS.attn)
   if path.endswith(".gguf"):
-    return AutoModelForCausalLM.from_pretrained(os.path.dirname(path), gguf_file=os.path.basename(path),
-                                                dtype=dtype).eval()
-  return AutoModelForCausalLM.from_pretrained(path, dtype=dtype).eval()
+    kw["gguf_file"] = os.path.basename(path)
+    path = os.path.dirname(path)
+  tm = AutoModelForCausalLM.from_pretrained(path, **kw).eval()
+  dtypes = {p.dtype for p in tm.parameters()}
+  if dtypes != {dtype}:  # a silently ignored dtype would compare different arithmetic
+    raise SystemExit(f"transformers loaded {dtypes}, not {dtype}.")
+  return tm
 
 
 def main(argv):
@@ -48,8 +60,9 @@ def main(argv):
   rng = np.random.RandomState(0)
   rows = []
 
-  prompt = rng.randint(0, V, (1, P))
-  ours = best_of(lambda: jax.block_until_ready(lsj.forward(bb, prompt)), FLAGS.repeats)
+  prompt = rng.randint(0, V, (1, P)).astype(np.int32)
+  prefill = jax.jit(functools.partial(prefill_last, cfg=bb.config))
+  ours = best_of(lambda: jax.block_until_ready(prefill(bb.params, tokens=prompt)), FLAGS.repeats)
   with torch.inference_mode():
     theirs = best_of(lambda: tm(torch.tensor(prompt), logits_to_keep=1), FLAGS.repeats)
   rows.append(("prefill", 1, P / ours, P / theirs))
@@ -71,14 +84,17 @@ def main(argv):
     torch_t = best_of(torch_gen(N + 1), FLAGS.repeats) - best_of(torch_gen(1), FLAGS.repeats)
     rows.append(("decode", b, b * N / ours_t, b * N / torch_t))
 
-  print(f"machine: {machine()}; torch {torch.__version__} ({torch.get_num_threads()} threads)")
+  import transformers
+  peer = (f"torch {torch.__version__} ({torch.get_num_threads()} threads), transformers "
+          f"{transformers.__version__}, attention {tm.config._attn_implementation}")
+  print(f"machine: {machine()}; {peer}")
   print(f"model: {FLAGS.model} ({FLAGS.dtype}), prompt {P}, decode {N} tokens after a 32-token prompt")
   print(f"{'phase':8s} {'batch':>5s} {'ours tok/s':>11s} {'torch tok/s':>12s} {'ours/torch':>10s}")
   for phase, b, o, t in rows:
     print(f"{phase:8s} {b:5d} {o:11.1f} {t:12.1f} {o / t:10.2f}")
   if FLAGS.json_out:
     with open(FLAGS.json_out, "w") as f:
-      json.dump({"machine": machine(), "rows": [dict(zip(("phase", "batch", "ours", "torch"), r))
+      json.dump({"machine": machine(), "peer": peer, "rows": [dict(zip(("phase", "batch", "ours", "torch"), r))
                                                 for r in rows]}, f, indent=1)
 
 

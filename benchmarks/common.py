@@ -7,6 +7,9 @@ import platform
 import time
 
 import jax
+import jax.numpy as jnp
+
+from lskill_jax.backbone import model
 
 
 def machine() -> str:
@@ -32,3 +35,12 @@ def best_of(fn, repeats: int = 3) -> float:
     fn()
     times.append(time.perf_counter() - t)
   return min(times)
+
+
+def prefill_last(backbone_params, cfg, tokens):
+  """Plain backbone over tokens [B, T] with the logits of the last position only, [B, 1, V]:
+  a prefill as transformers runs it with `logits_to_keep=1` (jit it with cfg static)."""
+  seg = jnp.ones(tokens.shape, jnp.int32)
+  h, _, _ = model.decode_layers(backbone_params, cfg, model.embed(backbone_params, tokens),
+                                positions=model.segment_positions(seg), segment_ids=seg)
+  return model.lm_logits(backbone_params, cfg, h[:, -1:])

@@ -205,7 +205,11 @@ def carve(states: jax.Array, spec: CompilerSpec) -> tuple[dict, dict]:
 def compile_lora(hparams: HParams, backbone_params, tokens: jax.Array, mask: jax.Array, *,
                  spec: CompilerSpec) -> tuple[dict, dict]:
   """Documents [B, T] (left-padded, mask) -> per-document LoRA factors ([L, B, ...] each)."""
-  states = encode_memory(hparams, backbone_params, tokens, mask, spec=spec)
-  states = normalize_states(hparams, states, spec)
-  generated = spec.generator().apply({"params": hparams["generator"]}, states)
-  return carve(generated, spec)
+  # Named scopes label the ops of each part in profiles and HLO dumps.
+  with jax.named_scope("encode"):
+    states = encode_memory(hparams, backbone_params, tokens, mask, spec=spec)
+    states = normalize_states(hparams, states, spec)
+  with jax.named_scope("generator"):
+    generated = spec.generator().apply({"params": hparams["generator"]}, states)
+  with jax.named_scope("carve"):
+    return carve(generated, spec)

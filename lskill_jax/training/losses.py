@@ -118,9 +118,11 @@ def lm_loss(backbone_params, cfg, tokens, segment_ids, weights, lora, coef, *, r
   per_row, both sums are per batch row ([B]) instead of scalars. With teacher_h (from
   `teacher_hidden`), returns (Σ CE, Σ KL(teacher ‖ student), Σ weights) on the same targets.
   """
-  h = final_hidden(backbone_params, cfg, tokens, segment_ids, lora, coef, remat=remat)
+  with jax.named_scope("conversation"):  # labels the ops in profiles and HLO dumps
+    h = final_hidden(backbone_params, cfg, tokens, segment_ids, lora, coef, remat=remat)
   targets = jnp.concatenate([tokens[:, 1:], jnp.zeros_like(tokens[:, :1])], axis=1)
   w = jnp.concatenate([weights[:, 1:], jnp.zeros_like(weights[:, :1])], axis=1)
-  out = chunked_ce(backbone_params, cfg, h, targets, w, chunk, teacher_h)
+  with jax.named_scope("lm_head_loss"):
+    out = chunked_ce(backbone_params, cfg, h, targets, w, chunk, teacher_h)
   sums = (out if teacher_h is not None else (out,)) + (jnp.sum(w, axis=-1),)
   return sums if per_row else tuple(jnp.sum(x) for x in sums)

@@ -126,7 +126,8 @@ def _micro_loss(params, backbone_params, mb, spec: CompilerSpec, cfg: StepConfig
 def train_step(state: TrainState, batch: dict, backbone_params, *, spec: CompilerSpec,
                cfg: StepConfig, optimizer: optax.GradientTransformation, schedule):
   """One optimizer step over `batch` ([accum · micro, ...] arrays). Returns (state, metrics)."""
-  w_norms = weight_norms(backbone_params, spec.targets)
+  with jax.named_scope("metrics"):
+    w_norms = weight_norms(backbone_params, spec.targets)
   micro = jax.tree.map(lambda x: x.reshape(cfg.accum, -1, *x.shape[1:]),
                        {k: batch[k] for k in BATCH_KEYS})
   grad_fn = jax.value_and_grad(_micro_loss, has_aux=True)
@@ -149,10 +150,11 @@ def train_step(state: TrainState, batch: dict, backbone_params, *, spec: Compile
   loss = lm_sum / denom
   grad_norm = optax.global_norm(grads)
   finite = jnp.isfinite(objective_sum) & jnp.isfinite(grad_norm)
-  updates, new_opt = optimizer.update(grads, state.opt_state, state.params)
-  new_params = optax.apply_updates(state.params, updates)
-  keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
-  new_state = TrainState(state.step + 1, keep(new_params, state.params), keep(new_opt, state.opt_state))
+  with jax.named_scope("optimizer"):  # labels the ops in profiles and HLO dumps
+    updates, new_opt = optimizer.update(grads, state.opt_state, state.params)
+    new_params = optax.apply_updates(state.params, updates)
+    keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+    new_state = TrainState(state.step + 1, keep(new_params, state.params), keep(new_opt, state.opt_state))
   metrics = {"loss": loss, "grad_norm": grad_norm, "lr": schedule(state.step),
              "target_tokens": count, "skipped": (~finite).astype(jnp.int32),
              "delta_w_ratio": ratio_sum / cfg.accum,
