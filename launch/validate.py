@@ -64,8 +64,8 @@ def _documents(config, mesh) -> dict:
   count = lambda t: len(comp.backbone.tokenizer(t)["input_ids"])
   texts = [cut_at_paragraphs(t, count, FLAGS.cut) for t in texts[:FLAGS.docs or 16]]
   if len(texts) < 2 or not all(t.strip() for t in texts):
-    raise records.DataError(f"{FLAGS.documents}: need at least two documents whose first paragraph "
-                         f"fits --cut={FLAGS.cut} tokens ({report.summary()}); raise --cut.")
+    raise records.DataError(f"{FLAGS.documents}: need at least two documents whose first "
+                            f"paragraph fits --cut={FLAGS.cut} tokens ({report.summary()}); raise --cut.")
   print(f"{'mode':15} {'docs':>5} {'own':>7} {'none':>7} {'other':>7} {'none-own':>9} "
         f"{'other-own [95% CI]':>26} {'own best':>9}")
   results = {}
