@@ -35,6 +35,7 @@ def train_defaults(stage: int) -> ml_collections.ConfigDict:
       memory_lr_scale=1.0,            # memory tokens learn at this multiple of lr
       contrastive_weight=0.0,         # beyond the paper: reward own adapter over another's (0 = off)
       contrastive_temperature=0.1,    # nats/token at which that reward saturates
+      contrastive_negatives="previous",  # or "same_source": the other adapter from the same corpus (data.mix)
       distill_weight=0.0,             # context distillation from the backbone reading the document (0 = off)
       target_weighting="uniform",     # or "context_gain": tokens count by how much the document helps
       calibration_docs=64,            # compiler.state_norm="standardize": examples to measure on

@@ -20,7 +20,8 @@ from lskill_jax.training import datasets
 from lskill_jax.training import optimizer as optim
 from lskill_jax.training import run_config
 from lskill_jax.training.losses import context_gain_weights, lm_loss, teacher_hidden
-from lskill_jax.training.step import StepConfig, TrainState, contrastive_term, train_step
+from lskill_jax.training.step import (StepConfig, TrainState, contrastive_term, negative_rows,
+                                      train_step)
 from lskill_jax.training.trainer import train
 from lskill_jax.training.validation import paired_interval, validate
 
@@ -135,6 +136,45 @@ def test_contrastive_step_reports_lm_loss_and_gap():
   assert float(both["objective"]) > float(both["loss"])
   assert abs(float(both["train_gap"])) < 0.05 and "train_gap" not in plain
   assert float(both["grad_norm"]) != pytest.approx(float(plain["grad_norm"]))
+
+
+def test_negative_rows_pick_the_nearest_earlier_row_of_the_same_corpus():
+  rows = lambda source: np.asarray(negative_rows(jnp.asarray(source))).tolist()
+  assert rows([0, 0, 0, 0]) == [3, 0, 1, 2]        # one corpus: the previous row, as before
+  assert rows([0, 1, 0, 1]) == [2, 3, 0, 1]        # an even mix: partners from the same corpus
+  assert rows([0, 0, 0, 1]) == [2, 0, 1, 2]        # a corpus with one row falls back to i - 1
+  assert rows([1, 0, 0, 1, 0]) == [3, 4, 1, 0, 2]
+
+
+def test_same_source_negatives_score_each_row_with_its_own_corpus():
+  c, bb, comp = _tiny()
+  batch = _batch(bb)
+  opt, sched = optim.make(1e-3, 1, 10)
+  state = TrainState(jnp.int32(0), comp.params, opt.init(comp.params))
+  step = jax.jit(lambda b, cfg: train_step(state, b, bb.params, spec=comp.spec, cfg=cfg,
+                                           optimizer=opt, schedule=sched)[1], static_argnums=1)
+  cfg = lambda negatives: StepConfig(accum=1, remat=False, loss_chunk=64, contrastive_weight=1.0,
+                                     contrastive_negatives=negatives)
+  previous = step(batch, cfg("previous"))
+  one_corpus = step({**batch, "source": np.zeros(4, np.int32)}, cfg("same_source"))
+  for k in ("objective", "train_gap", "grad_norm"):
+    assert float(one_corpus[k]) == float(previous[k]), k
+  mixed = step({**batch, "source": np.array([0, 1, 0, 1], np.int32)}, cfg("same_source"))
+  # The gap the step reports, recomputed from the compiled adapters with rows 2, 3, 0, 1 as
+  # the other documents.
+  a, b = hypernet.compile_lora(comp.params, bb.params, batch["doc_tokens"], batch["doc_mask"],
+                               spec=comp.spec)
+  losses = lambda rows: lm_loss(bb.params, comp.spec.backbone, batch["tokens"], batch["segment_ids"],
+                                batch["weights"], {t: {"a": a[t][:, rows], "b": b[t][:, rows]} for t in a},
+                                comp.spec.scale, remat=False, chunk=64, per_row=True)
+  own, counts = losses([0, 1, 2, 3])
+  other, _ = losses([2, 3, 0, 1])
+  want = float((other.sum() - own.sum()) / counts.sum())
+  np.testing.assert_allclose(float(mixed["train_gap"]), want, rtol=1e-4, atol=1e-6)
+  assert float(mixed["train_gap"]) != pytest.approx(float(previous["train_gap"]), abs=1e-7)
+  c.train.contrastive_negatives = "same_corpus"
+  with pytest.raises(run_config.ConfigError, match="must be one of.*'same_source'"):
+    run_config.check_values(c)
 
 
 def test_distillation_step_adds_the_weighted_kl_and_reports_it():
@@ -340,6 +380,8 @@ def test_a_second_corpus_is_mixed_in_at_its_fraction_of_the_examples(tmp_path):
                  zip(mixed[k]["doc_tokens"], mixed[k]["doc_mask"])] for k in range(8)]
   assert sum(map(sum, from_items)) == 8  # a quarter of 32 examples
   assert not any(from_items[0][:3])      # the main corpus leads
+  assert [mixed[k]["source"].tolist() for k in range(8)] == [list(map(int, f)) for f in from_items]
+  assert "source" not in alone[0]
   unmixed = pipeline.stage1_dataset(bb.tokenizer, texts, opts, batch_size=4, mix_texts=items,
                                     mix_fraction=0.0)
   for k in range(3):
@@ -354,6 +396,11 @@ def test_a_second_corpus_is_mixed_in_at_its_fraction_of_the_examples(tmp_path):
   train_ds, _ = datasets.make_datasets(c, bb.tokenizer)
   assert sum("Items:" in bb.tokenizer.decode(row[m > 0]) for k in range(4) for row, m in
              zip(train_ds[k]["doc_tokens"], train_ds[k]["doc_mask"])) == 8
+  # The corpus of each row reaches the step: the contrastive term pairs rows of one corpus.
+  c.train.update(steps=2, accum=1, log_every=1, eval_every=0, save_every=2, progress_bar=False,
+                 async_checkpointing=False, contrastive_weight=1.0,
+                 contrastive_negatives="same_source")
+  assert np.isfinite(train(c, str(tmp_path / "run"), backbone=bb)["train_gap"])
   c.data.update(mix="", mix_fraction=0.25)
   with pytest.raises(run_config.ConfigError, match="needs data.mix"):
     run_config.check_values(c)

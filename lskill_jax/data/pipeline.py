@@ -58,15 +58,18 @@ def stage1_dataset(tokenizer, texts: list[str], opts: stage1.Stage1Options, *, b
   randomness; rows: this process's row indices of each batch, None = all.
 
   mix_texts, mix_fraction: a second corpus that makes up that fraction of the examples,
-  interleaved evenly (e.g. the items task beside real documents). With no mix the examples
-  are exactly those of `texts` alone.
+  interleaved evenly (e.g. the items task beside real documents); each example then has a
+  "source" ([batch] int32 once batched): 0 from `texts`, 1 from `mix_texts`. With no mix the
+  examples are exactly those of `texts` alone.
   """
   ds = _stage1_examples(tokenizer, texts, opts, epochs, seed)
   if mix_fraction > 0:
     if not mix_texts:
       raise ValueError(f"mix_fraction={mix_fraction} needs mix_texts (the corpus to mix in).")
     other = _stage1_examples(tokenizer, list(mix_texts), opts, epochs, seed + 2)
-    ds = grain.MapDataset.mix([ds, other], weights=[1.0 - mix_fraction, mix_fraction])
+    tagged = lambda source: lambda example: {**example, "source": np.int32(source)}
+    ds = grain.MapDataset.mix([ds.map(tagged(0)), other.map(tagged(1))],
+                              weights=[1.0 - mix_fraction, mix_fraction])
   return _batched_rows(ds, batch_size, rows)
 
 

@@ -25,7 +25,7 @@ import ml_collections
 from lskill_jax.compiler import checkpoint as compiler_ckpt
 from lskill_jax.compiler import hypernet
 from lskill_jax.data import stage1
-from lskill_jax.training.step import TARGET_WEIGHTINGS
+from lskill_jax.training.step import CONTRASTIVE_NEGATIVES, TARGET_WEIGHTINGS
 from lskill_jax.io import atomic_write_text
 
 CONFIG_FILE, CHANGES_FILE = "config.json", "config_changes.jsonl"
@@ -123,6 +123,10 @@ def check_values(config) -> None:
     value = t.get(name, 0.0)
     if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
       raise ConfigError(f"train.{name}={value!r} must be a finite number >= 0 (0 = off).")
+  if t.get("contrastive_negatives", "previous") not in CONTRASTIVE_NEGATIVES:
+    raise ConfigError(f"train.contrastive_negatives={t.contrastive_negatives!r} must be one of "
+                      f"{CONTRASTIVE_NEGATIVES} ('previous': the row before in the batch; "
+                      "'same_source': the nearest earlier row from the same corpus, for data.mix).")
   if t.get("target_weighting", "uniform") not in TARGET_WEIGHTINGS:
     raise ConfigError(f"train.target_weighting={t.target_weighting!r} must be one of "
                       f"{TARGET_WEIGHTINGS} ('uniform': every target token counts once; "

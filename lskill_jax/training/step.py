@@ -28,7 +28,9 @@ from lskill_jax.compiler.hypernet import CompilerSpec
 from lskill_jax.training.losses import context_gain_weights, lm_loss, teacher_hidden
 
 BATCH_KEYS = ("doc_tokens", "doc_mask", "tokens", "weights", "segment_ids")
+SOURCE_KEY = "source"  # optional [B] int: which corpus a Stage-1 example came from (data.mix)
 TARGET_WEIGHTINGS = ("uniform", "context_gain")  # StepConfig.target_weighting
+CONTRASTIVE_NEGATIVES = ("previous", "same_source")  # StepConfig.contrastive_negatives
 
 
 class TrainState(NamedTuple):
@@ -46,6 +48,11 @@ class StepConfig:
   # adapter of another document of the micro-batch (see `contrastive_term`); 0 = off.
   contrastive_weight: float = 0.0
   contrastive_temperature: float = 0.1  # nats/token; the reward saturates past a few of these
+  # Whose adapter scores a row in that term: "previous" (the row before it, cyclically) or
+  # "same_source" (the nearest earlier row from the same corpus, by the batch's `source`; the
+  # previous row where none is): with data.mix interleaved evenly, "previous" pairs every
+  # example with one of the other corpus, a difference of style that is learnt at once.
+  contrastive_negatives: str = "previous"
   # Weight of the context-distillation KL (nats/token, like the language-model loss); 0 = off.
   distill_weight: float = 0.0
   # "uniform": every target token counts once; "context_gain": tokens count by how much
@@ -83,6 +90,28 @@ def _rolled(a, b):
   return _lora(jax.tree.map(roll, a), jax.tree.map(roll, b))
 
 
+def negative_rows(source: jax.Array) -> jax.Array:
+  """For each row of a micro-batch, the row whose adapter scores it in the contrastive term.
+
+  source: [B] ints (which corpus each row came from). Row i gets the nearest earlier row j
+  (cyclically: i-1, i-2, ..., wrapping around) with source[j] == source[i], and row i-1 where
+  no other row shares its source; with one source throughout that is row i-1 for every row,
+  as `_rolled` pairs them. Returns [B] int32.
+  """
+  n = source.shape[0]
+  i = jnp.arange(n)
+  back = (i[:, None] - i[None, :]) % n            # how far back row j lies from row i
+  itself = back == 0
+  same = (source[:, None] == source[None, :]) & ~itself
+  return jnp.argmin(jnp.where(itself, 3 * n, jnp.where(same, back, back + n)), axis=1).astype(jnp.int32)
+
+
+def _taken(a, b, rows):
+  """Row i gets row rows[i]'s adapter (factors are [L, B, ...])."""
+  take = lambda x: jnp.take(x, rows, axis=1)
+  return _lora(jax.tree.map(take, a), jax.tree.map(take, b))
+
+
 def contrastive_term(own_rows, other_rows, counts, temperature):
   """Σ_i n_i · τ · softplus(-(other_i - own_i) / τ), with per-token mean losses per row.
 
@@ -114,7 +143,10 @@ def _micro_loss(params, backbone_params, mb, spec: CompilerSpec, cfg: StepConfig
     kl_sum = jnp.sum(own[1])
     total = total + cfg.distill_weight * kl_sum
   if cfg.contrastive_weight:
-    other_rows, _ = lm_loss(*args, _rolled(a, b), spec.scale, remat=cfg.remat,
+    source = mb.get(SOURCE_KEY)
+    other = (_taken(a, b, negative_rows(source))
+             if cfg.contrastive_negatives == "same_source" and source is not None else _rolled(a, b))
+    other_rows, _ = lm_loss(*args, other, spec.scale, remat=cfg.remat,
                             chunk=cfg.loss_chunk, per_row=True)
     term, gap = contrastive_term(own_rows, other_rows, counts, cfg.contrastive_temperature)
     total = total + cfg.contrastive_weight * term
@@ -128,8 +160,9 @@ def train_step(state: TrainState, batch: dict, backbone_params, *, spec: Compile
   """One optimizer step over `batch` ([accum · micro, ...] arrays). Returns (state, metrics)."""
   with jax.named_scope("metrics"):
     w_norms = weight_norms(backbone_params, spec.targets)
+  keys = BATCH_KEYS + ((SOURCE_KEY,) if SOURCE_KEY in batch else ())
   micro = jax.tree.map(lambda x: x.reshape(cfg.accum, -1, *x.shape[1:]),
-                       {k: batch[k] for k in BATCH_KEYS})
+                       {k: batch[k] for k in keys})
   grad_fn = jax.value_and_grad(_micro_loss, has_aux=True)
 
   def accumulate(carry, mb):

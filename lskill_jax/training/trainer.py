@@ -44,7 +44,7 @@ from lskill_jax.experiment import backbone_from_config
 from lskill_jax.training import optimizer as optim
 from lskill_jax.training import run_config
 from lskill_jax.training.datasets import make_datasets
-from lskill_jax.training.step import (BATCH_KEYS, StepConfig, TrainState,
+from lskill_jax.training.step import (BATCH_KEYS, SOURCE_KEY, StepConfig, TrainState,
                                       state_shardings, train_step_jit)
 from lskill_jax.training.validation import validate
 
@@ -133,8 +133,9 @@ def _global_batch(raw: dict, keys, mesh, batch_size: int) -> dict:
   out = {}
   for k in keys:
     shape = (batch_size, *raw[k].shape[1:])
+    axes = ("batch",) + (None,) * (len(shape) - 1)
     out[k] = jax.make_array_from_process_local_data(
-        shd.named_sharding(mesh, ("batch", None), shape), raw[k], shape)
+        shd.named_sharding(mesh, axes, shape), raw[k], shape)
   return out
 
 
@@ -236,6 +237,7 @@ def train(config, workdir: str, mesh=None, max_steps: int | None = None,
   step_cfg = StepConfig(accum=t.accum, remat=t.remat, loss_chunk=t.loss_chunk,
                         contrastive_weight=t.get("contrastive_weight", 0.0),
                         contrastive_temperature=t.get("contrastive_temperature", 0.1),
+                        contrastive_negatives=t.get("contrastive_negatives", "previous"),
                         distill_weight=t.get("distill_weight", 0.0),
                         target_weighting=t.get("target_weighting", "uniform"))
 
@@ -290,7 +292,8 @@ def train(config, workdir: str, mesh=None, max_steps: int | None = None,
         writer.write(0, "val", validate(state.params, bb, spec, step_cfg, val_batches, mesh))
       for step in range(start, end):
         raw = next(batches)
-        batch = _global_batch(raw, BATCH_KEYS, mesh, t.batch_size)
+        batch = _global_batch(raw, BATCH_KEYS + ((SOURCE_KEY,) if SOURCE_KEY in raw else ()),
+                              mesh, t.batch_size)
         with jax.set_mesh(mesh):
           state, metrics = train_step_jit(state, batch, bb.params, spec=spec, cfg=step_cfg,
                                           optimizer=opt, schedule=sched)
