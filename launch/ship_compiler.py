@@ -1,12 +1,16 @@
 """Package a trained compiler as the single-file compiler that ships with the package.
 
   python -m launch.validate --workdir=workdir/stage1_cpu --step=200 --docs=64 --out=workdir/stage1_cpu/val200.json
+  python -m launch.validate --workdir=workdir/stage1_cpu --step=200 --documents=workdir/starter/val.jsonl \\
+      --docs=13 --out=workdir/stage1_cpu/starter200.json
   python -m launch.ship_compiler --workdir=workdir/stage1_cpu --step=200 \\
-      --results=workdir/stage1_cpu/val200.json --out=lskill_jax/compiler/shipped/smollm2-135m
+      --results=workdir/stage1_cpu/val200.json --documents_results=workdir/stage1_cpu/starter200.json \\
+      --out=lskill_jax/compiler/shipped/smollm2-135m
 
 Writes compiler.json, params.safetensors (bfloat16) and card.md: the training command, the
-held-out figures from --results (launch.validate's JSON for the same step), and how far the
-bfloat16 copy's adapters are from the float32 checkpoint's on a few held-out documents.
+held-out figures from --results (launch.validate's JSON for the same step) and from any
+--documents_results (launch.validate --documents), and how far the bfloat16 copy's adapters
+are from the float32 checkpoint's on a few held-out documents.
 
 Shared flags (listed by --helpfull): --mesh=data=D,fsdp=F,tensor=T spreads the work over a
 device mesh (one axis may be -1: the remaining devices); --distributed joins one JAX job
@@ -32,6 +36,8 @@ from lskill_jax.training.validation import DOC_SHARE
 flags.DEFINE_string("workdir", None, "Training workdir (launch.train's).", required=True)
 flags.DEFINE_integer("step", None, "Checkpoint step (default: the latest).")
 flags.DEFINE_string("results", None, "launch.validate --out JSON for the same step.", required=True)
+flags.DEFINE_list("documents_results", [], "launch.validate --documents --out JSONs for the same "
+                  "step (documents of one's own, e.g. held-out skills), tabled on the card too.")
 flags.DEFINE_string("out", None, "Output directory (lskill_jax/compiler/shipped/<model>).", required=True)
 flags.DEFINE_string("command", "", "The command that trained the run, for the card.")
 flags.DEFINE_enum("dtype", "bfloat16", ["bfloat16", "float32"], "Storage precision.")
@@ -54,6 +60,29 @@ def results_table(results: dict) -> str:
   return "\n".join(rows)
 
 
+def documents_table(results: dict) -> str:
+  """Markdown rows of launch.validate --documents results: one per document file and mode."""
+  rows = ["| documents | cut | mode | docs | own | none | other | none − own | other − own [95% CI] | own best |",
+          "|---|---|---|---|---|---|---|---|---|---|"]
+  for source, res in results.items():
+    if not isinstance(res, dict):
+      continue
+    for mode, r in sorted(res.items()):
+      rows.append(f"| {os.path.basename(source)} | {results.get('cut', '')} | {mode} | {r['docs']} | "
+                  f"{r['own']:.3f} | {r['none']:.3f} | {r['other']:.3f} | {r['gap_none']:+.3f} | "
+                  f"{r['gap_other']:+.4f} [{r['gap_other_low']:+.4f}, {r['gap_other_high']:+.4f}] | "
+                  f"{r['positive']} of {r['docs']} |")
+  return "\n".join(rows)
+
+
+def _read_results(path: str) -> dict:
+  with open(path) as f:
+    results = json.load(f)
+  if FLAGS.step is not None and results.get("step") not in (None, FLAGS.step):
+    common.fail(f"{path} measured step {results.get('step')}, not --step={FLAGS.step}.")
+  return results
+
+
 def storage_error(full: lsj.SkillCompiler, stored: lsj.SkillCompiler, docs: list[str]) -> float:
   """Largest relative Frobenius error of the stored copy's ΔW factors over `docs` and targets."""
   worst = 0.0
@@ -69,10 +98,8 @@ def main(argv):
   del argv
   with open(os.path.join(FLAGS.workdir, "config.json")) as f:
     config = ml_collections.ConfigDict(json.load(f))
-  with open(FLAGS.results) as f:
-    results = json.load(f)
-  if FLAGS.step is not None and results.get("step") not in (None, FLAGS.step):
-    common.fail(f"--results={FLAGS.results} measured step {results.get('step')}, not --step={FLAGS.step}.")
+  results = _read_results(FLAGS.results)
+  documents = [_read_results(path) for path in FLAGS.documents_results]
   ckpt = FLAGS.workdir if FLAGS.step is None else os.path.join(FLAGS.workdir, "checkpoints", str(FLAGS.step))
   mesh = common.init_runtime()
   bb = lsj.backbone_from_config(config, mesh=mesh, seed=config.get("backbone_seed", 0))
@@ -99,6 +126,10 @@ def main(argv):
       "",
       results_table(results),
       "",
+      *(["Documents of one's own (`launch.validate --documents`), each cut at paragraphs to `cut` "
+         "tokens; \"other\" is the mean over the other documents' adapters, \"own best\" counts "
+         "the documents whose own adapter beats that mean:", "",
+         *(documents_table(d) for d in documents), ""] if documents else []),
       f"Storage: the {FLAGS.dtype} copy's adapter factors differ from the float32 checkpoint's by at "
       f"most {err:.2e} (relative Frobenius norm, {len(docs)} held-out documents, every target).",
       ""])

@@ -149,19 +149,6 @@ def test_ship_compiler_packages_a_trained_run_with_its_held_out_card(tmp_path):
                                      text=True, timeout=600)
   v = run("launch.validate", f"--workdir={work}", "--step=2", "--docs=4", f"--out={res}")
   assert v.returncode == 0, v.stderr[-3000:]
-  s = run("launch.ship_compiler", f"--workdir={work}", "--step=2", f"--results={res}",
-          f"--out={out}", "--command=python -m launch.train --config=configs/stage1_tiny.py")
-  assert s.returncode == 0, s.stderr[-3000:]
-  card = (out / "card.md").read_text()
-  assert "| val | reconstruction | 4 |" in card and "| val | completion | 4 |" in card
-  assert "configs/stage1_tiny.py" in card and "differ from the float32 checkpoint" in card
-  assert sorted(os.listdir(tmp_path / "shipped")) == ["tiny"]  # no probe or old copy left
-  trained = lsj.SkillCompiler.load(str(work), lsj.backbone_from_config(c))
-  back = lsj.SkillCompiler.load(str(out), trained.backbone)
-  for x, y in zip(jax.tree.leaves(trained.params), jax.tree.leaves(back.params)):
-    np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-2, atol=1e-6)
-  wrong = run("launch.ship_compiler", f"--workdir={work}", "--step=1", f"--results={res}", f"--out={out}")
-  assert wrong.returncode == 2 and "not --step=1" in wrong.stderr
   # The step measured on documents of one's own, every adapter against every other.
   write_jsonl(str(tmp_path / "skills.jsonl"), [{"text": d + "\n\n" + "More detail. " * 300} for d in DOCS])
   d = run("launch.validate", f"--workdir={work}", "--step=2", f"--documents={tmp_path / 'skills.jsonl'}",
@@ -171,5 +158,20 @@ def test_ship_compiler_packages_a_trained_run_with_its_held_out_card(tmp_path):
   assert set(got) == {"reconstruction", "completion"} and got["reconstruction"]["docs"] == 3
   assert np.array(got["completion"]["loss_matrix"]).shape == (4, 3)
   assert "of 3" in d.stdout
+  s = run("launch.ship_compiler", f"--workdir={work}", "--step=2", f"--results={res}",
+          f"--documents_results={tmp_path / 'docs.json'}", f"--out={out}",
+          "--command=python -m launch.train --config=configs/stage1_tiny.py")
+  assert s.returncode == 0, s.stderr[-3000:]
+  card = (out / "card.md").read_text()
+  assert "| val | reconstruction | 4 |" in card and "| val | completion | 4 |" in card
+  assert "| skills.jsonl | 40 | reconstruction | 3 |" in card and " of 3 |" in card
+  assert "configs/stage1_tiny.py" in card and "differ from the float32 checkpoint" in card
+  assert sorted(os.listdir(tmp_path / "shipped")) == ["tiny"]  # no probe or old copy left
+  trained = lsj.SkillCompiler.load(str(work), lsj.backbone_from_config(c))
+  back = lsj.SkillCompiler.load(str(out), trained.backbone)
+  for x, y in zip(jax.tree.leaves(trained.params), jax.tree.leaves(back.params)):
+    np.testing.assert_allclose(np.asarray(y), np.asarray(x), rtol=1e-2, atol=1e-6)
+  wrong = run("launch.ship_compiler", f"--workdir={work}", "--step=1", f"--results={res}", f"--out={out}")
+  assert wrong.returncode == 2 and "not --step=1" in wrong.stderr
   short = run("launch.validate", f"--workdir={work}", f"--documents={tmp_path / 'skills.jsonl'}", "--cut=3")
   assert short.returncode == 2 and "raise --cut" in short.stderr
