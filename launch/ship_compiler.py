@@ -68,7 +68,9 @@ def documents_table(results: dict) -> str:
     if not isinstance(res, dict):
       continue
     for mode, r in sorted(res.items()):
-      rows.append(f"| {os.path.basename(source)} | {results.get('cut', '')} | {mode} | {r['docs']} | "
+      rel = os.path.relpath(source)  # as the card's commands name it, when under the checkout
+      name = os.path.basename(source) if rel.startswith("..") else rel
+      rows.append(f"| {name} | {results.get('cut', '')} | {mode} | {r['docs']} | "
                   f"{r['own']:.3f} | {r['none']:.3f} | {r['other']:.3f} | {r['gap_none']:+.3f} | "
                   f"{r['gap_other']:+.4f} [{r['gap_other_low']:+.4f}, {r['gap_other_high']:+.4f}] | "
                   f"{r['positive']} of {r['docs']} |")
