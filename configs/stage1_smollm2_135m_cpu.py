@@ -21,7 +21,9 @@ fit the 256-token budget (data.overlong="split"). The larger offline corpus
 is `--config.data.train=workdir/skill_corpus/train.jsonl --config.data.val=workdir/skill_corpus/val.jsonl`;
 the items diagnostic (`launch.build_corpus --items=8000 --items_val=64`) the same way.
 The shipped SmolLM2 compiler was trained on that corpus with --config.data.overlong=skip
-(documents over the budget dropped) for 300 steps; its card has the exact command.
+(documents over the budget dropped) for 375 steps, then with the training starter skills as
+half of each batch (data.mix, contrasted within their corpus from step 225 on) to step 400;
+its card has the exact commands.
 """
 
 from configs import smollm2_135m, training

@@ -120,8 +120,9 @@ def test_shipped_compiler_adapters_help_and_differ_on_held_out_skills(shipped_lo
 
 
 @pytest.mark.xfail(strict=True, reason="the shipped compiler carries its document on held-out "
-                   "corpus text (+0.011 nats/token, CI excludes 0) but not yet on skill-style "
-                   "documents; see docs/cpu_recipe.md")
+                   "corpus text (+0.022 nats/token, CI excludes 0) but on skill-style documents "
+                   "only weakly: the 63-token fourth skill's own adapter loses to the others' "
+                   "(12 of 13 held-out skills pass); see docs/cpu_recipe.md")
 def test_shipped_compiler_makes_each_adapter_carry_its_own_held_out_skill(shipped_losses):
   """Each held-out skill's own adapter beats the average of the other skills' adapters."""
   gaps = matrix_gaps(shipped_losses)
