@@ -31,7 +31,9 @@ def get_config():
   # shipped compiler's limit, a limit and not a shape) would give them all one adapter.
   c.stage2.compiler.context_len = 1024
   c.stage2.data.update(seq_len=1024, context_len=1024, val_records=16)
-  c.stage2.train.update(steps=60, batch_size=4, accum=1, remat=False, warmup_steps=10,
+  # Rematerialised layers: without them the step over 4 x (1024 + 1024) tokens asked XLA for a
+  # 33 GB buffer of saved activations (measured), more than a 24 GB machine has.
+  c.stage2.train.update(steps=60, batch_size=4, accum=1, remat=True, warmup_steps=10,
                         log_every=5, eval_every=20, eval_batch_size=4, save_every=10)
   # Longer texts (two skills concatenated, for composition) are compiled in chunks, averaged.
   c.compile_overlong = "chunk"
