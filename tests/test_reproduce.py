@@ -7,7 +7,9 @@ import json
 import os
 import subprocess
 import sys
+import types
 
+import ml_collections
 import numpy as np
 import pytest
 
@@ -16,7 +18,7 @@ pytest.importorskip("alfworld.agents.environment.alfred_tw_env",
 
 from lskill_jax import reproduce  # noqa: E402
 from lskill_jax.envs import alfworld as aw  # noqa: E402
-from lskill_jax.reproduce import report, stages  # noqa: E402
+from lskill_jax.reproduce import pipeline, report, stages  # noqa: E402
 from launch.reproduce import load_config  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -109,6 +111,19 @@ def test_stage_runner_markers_and_order(tmp_path):
     stages.run_stages(out, [("a", stage("a"))], None, only=["z"])
   with pytest.raises(ValueError, match=r"needs the earlier stage\(s\) \['c'\]"):
     stages.run_stages(out, [("c", stage("c")), ("d", stage("d"))], None, only=["d"])
+
+
+def test_a_stopped_stage2_is_not_marked_done(tmp_path, monkeypatch):
+  # Training saves and returns on SIGTERM; the stage must not record that as finished.
+  monkeypatch.setattr(pipeline, "_stage2_config", lambda ctx: ml_collections.ConfigDict({"init_from": ""}))
+  monkeypatch.setattr(pipeline, "train", lambda *a, **k: {"step": 3, "stopped_by": "SIGTERM"})
+  ctx = types.SimpleNamespace(stage2_dir=str(tmp_path / "stage2" / "workdir"), mesh=None, bb=None)
+  with pytest.raises(pipeline.StageStopped, match="step 3; rerun the same command"):
+    stages.run_stages(str(tmp_path), [("stage2", pipeline.stage_stage2)], ctx)
+  assert stages.read_marker(str(tmp_path), "stage2") is None
+  monkeypatch.setattr(pipeline, "train", lambda *a, **k: {"step": 60, "loss": 1.0})
+  assert stages.run_stages(str(tmp_path), [("stage2", pipeline.stage_stage2)], ctx) == ["stage2"]
+  assert stages.read_marker(str(tmp_path), "stage2")["summary"]["step"] == 60
 
 
 def test_wilson_interval():

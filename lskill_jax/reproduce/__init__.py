@@ -18,7 +18,7 @@ from typing import Sequence
 
 from lskill_jax.io import write_json
 from lskill_jax.reproduce import stages
-from lskill_jax.reproduce.pipeline import STAGE_NAMES, STAGES, Context, ReproduceError
+from lskill_jax.reproduce.pipeline import STAGE_NAMES, STAGES, Context, ReproduceError, StageStopped
 
 
 def _check_config(out: str, config) -> None:
@@ -59,4 +59,4 @@ def run(out: str, config, *, command: str = "", mesh=None, only: Sequence[str] |
   return ran
 
 
-__all__ = ["Context", "ReproduceError", "STAGE_NAMES", "run"]
+__all__ = ["Context", "ReproduceError", "STAGE_NAMES", "StageStopped", "run"]

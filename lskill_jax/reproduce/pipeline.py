@@ -40,6 +40,11 @@ class ReproduceError(ValueError):
   """The reproduction cannot start or go on as configured (the message says what to change)."""
 
 
+class StageStopped(ReproduceError):
+  """A stage was stopped (SIGTERM, Ctrl-C) after saving its progress: it is not marked done,
+  and rerunning the same command resumes it."""
+
+
 @dataclasses.dataclass
 class Context:
   """What the stages share: the output folder, the scale's config, and the loaded model."""
@@ -179,6 +184,9 @@ def stage_stage2(ctx: Context, stage_dir: str) -> dict:
   Orbax checkpoints when interrupted."""
   cfg = _stage2_config(ctx)
   out = train(cfg, ctx.stage2_dir, mesh=ctx.mesh, backbone=ctx.bb)
+  if out.get("stopped_by"):  # a partial Stage 2 must not pass for a finished one
+    raise StageStopped(f"Stage 2 stopped on {out['stopped_by']} after saving step {out['step']}; "
+                       "rerun the same command to resume it.")
   return {"step": out["step"], "init_from": cfg.init_from or "(fresh compiler)",
           "loss": out.get("loss"), "val": {k: v for k, v in out.items() if k.startswith("val/")}}
 
