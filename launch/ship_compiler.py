@@ -67,9 +67,9 @@ def documents_table(results: dict) -> str:
   for source, res in results.items():
     if not isinstance(res, dict):
       continue
+    rel = os.path.relpath(source)  # as the card's commands name it, when under the checkout
+    name = os.path.basename(source) if rel.startswith("..") else rel
     for mode, r in sorted(res.items()):
-      rel = os.path.relpath(source)  # as the card's commands name it, when under the checkout
-      name = os.path.basename(source) if rel.startswith("..") else rel
       rows.append(f"| {name} | {results.get('cut', '')} | {mode} | {r['docs']} | "
                   f"{r['own']:.3f} | {r['none']:.3f} | {r['other']:.3f} | {r['gap_none']:+.3f} | "
                   f"{r['gap_other']:+.4f} [{r['gap_other_low']:+.4f}, {r['gap_other_high']:+.4f}] | "

@@ -60,6 +60,11 @@ class StepConfig:
   target_weighting: str = "uniform"
 
 
+def batch_keys(batch) -> tuple[str, ...]:
+  """The keys of a training batch that the step reads: BATCH_KEYS, and SOURCE_KEY if present."""
+  return BATCH_KEYS + ((SOURCE_KEY,) if SOURCE_KEY in batch else ())
+
+
 def _lora(a, b):
   return {t: {"a": a[t], "b": b[t]} for t in a}
 
@@ -101,9 +106,9 @@ def negative_rows(source: jax.Array) -> jax.Array:
   n = source.shape[0]
   i = jnp.arange(n)
   back = (i[:, None] - i[None, :]) % n            # how far back row j lies from row i
-  itself = back == 0
-  same = (source[:, None] == source[None, :]) & ~itself
-  return jnp.argmin(jnp.where(itself, 3 * n, jnp.where(same, back, back + n)), axis=1).astype(jnp.int32)
+  back = jnp.where(back == 0, 2 * n, back)        # the row itself: after every other row
+  cost = jnp.where(source[:, None] == source[None, :], back, back + n)
+  return jnp.argmin(cost, axis=1).astype(jnp.int32)
 
 
 def _taken(a, b, rows):
@@ -160,9 +165,8 @@ def train_step(state: TrainState, batch: dict, backbone_params, *, spec: Compile
   """One optimizer step over `batch` ([accum · micro, ...] arrays). Returns (state, metrics)."""
   with jax.named_scope("metrics"):
     w_norms = weight_norms(backbone_params, spec.targets)
-  keys = BATCH_KEYS + ((SOURCE_KEY,) if SOURCE_KEY in batch else ())
   micro = jax.tree.map(lambda x: x.reshape(cfg.accum, -1, *x.shape[1:]),
-                       {k: batch[k] for k in keys})
+                       {k: batch[k] for k in batch_keys(batch)})
   grad_fn = jax.value_and_grad(_micro_loss, has_aux=True)
 
   def accumulate(carry, mb):

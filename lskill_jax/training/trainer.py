@@ -44,8 +44,8 @@ from lskill_jax.experiment import backbone_from_config
 from lskill_jax.training import optimizer as optim
 from lskill_jax.training import run_config
 from lskill_jax.training.datasets import make_datasets
-from lskill_jax.training.step import (BATCH_KEYS, SOURCE_KEY, StepConfig, TrainState,
-                                      state_shardings, train_step_jit)
+from lskill_jax.training.step import (StepConfig, TrainState, batch_keys, state_shardings,
+                                      train_step_jit)
 from lskill_jax.training.validation import validate
 
 
@@ -292,8 +292,7 @@ def train(config, workdir: str, mesh=None, max_steps: int | None = None,
         writer.write(0, "val", validate(state.params, bb, spec, step_cfg, val_batches, mesh))
       for step in range(start, end):
         raw = next(batches)
-        batch = _global_batch(raw, BATCH_KEYS + ((SOURCE_KEY,) if SOURCE_KEY in raw else ()),
-                              mesh, t.batch_size)
+        batch = _global_batch(raw, batch_keys(raw), mesh, t.batch_size)
         with jax.set_mesh(mesh):
           state, metrics = train_step_jit(state, batch, bb.params, spec=spec, cfg=step_cfg,
                                           optimizer=opt, schedule=sched)
