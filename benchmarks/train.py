@@ -5,10 +5,19 @@ accelerator, model FLOPs utilisation against the device's peak.
   python -m benchmarks.train --config=configs/stage1_smollm2_135m.py --seq_len=512 --batch=2
 
 The peer is the backbone's own forward+backward over the same tokens without the compiler
-(a plain LoRA-free fine-tuning step would cost about this), measured in the same run.
+(a plain LoRA-free fine-tuning step would cost about this), measured in the same run. The step
+is the config's own (contrastive term, frozen groups and the rest of `train`).
+
+  python -m benchmarks.train --config=configs/stage1_smollm2_135m_cpu.py --ab='train.frozen=("memory", "metalora")'
+
+also times the step with those fields changed, alternating the two (best of each), and prints
+their ratio.
 """
 
 from __future__ import annotations
+
+import ast
+import time
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -18,18 +27,43 @@ import numpy as np
 
 import lskill_jax as lsj
 from benchmarks.common import best_of, machine
-from lskill_jax.training import optimizer as optim
 from lskill_jax.training.losses import lm_loss
-from lskill_jax.training.step import StepConfig, TrainState, train_step
+from lskill_jax.training.step import TrainState, train_step
+from lskill_jax.training.trainer import optimizer_from_config, step_config_from_config
 
 config_flags.DEFINE_config_file("config", "configs/stage1_tiny.py", "Stage-1 config file.")
 flags.DEFINE_integer("seq_len", 0, "Override data.seq_len (and context_len).")
 flags.DEFINE_integer("batch", 0, "Override train.batch_size (accum 1).")
 flags.DEFINE_integer("repeats", 3, "Timed repeats.")
 flags.DEFINE_float("peak_tflops", 0.0, "Device peak TFLOP/s for MFU (0 = skip).")
+flags.DEFINE_multi_string("ab", [], "FIELD=VALUE override of the config (a dotted field, a Python "
+                          "literal; repeat the flag for several) for a second step timed "
+                          "alternately with the first, e.g. --ab=train.remat=True.")
 FLAGS = flags.FLAGS
 
 
+def _changed(config, overrides):
+  """A copy of config with each "a.b=literal" of overrides applied."""
+  out = config.copy_and_resolve_references()
+  for item in overrides:
+    field, _, value = item.partition("=")
+    *parents, name = field.strip().split(".")
+    node = out
+    for p in parents:
+      node = node[p]
+    if name not in node:
+      raise app.UsageError(f"--ab {item!r}: the config has no field {field!r}.")
+    node[name] = ast.literal_eval(value.strip())
+  return out
+
+
+def _step_fn(c, comp):
+  """A jitted train step as config c sets it, and its initial state."""
+  opt, sched = optimizer_from_config(c.train)
+  cfg = step_config_from_config(c.train)
+  step = jax.jit(lambda s, b, bp: train_step(s, b, bp, spec=comp.spec, cfg=cfg, optimizer=opt,
+                                             schedule=sched))
+  return step, TrainState(jnp.int32(0), comp.params, opt.init(comp.params))
 
 
 def main(argv):
@@ -47,12 +81,23 @@ def main(argv):
            "doc_mask": np.ones((B, Tc), np.int32),
            "tokens": rng.randint(0, bb.config.vocab_size, (B, T)).astype(np.int32),
            "weights": np.ones((B, T), np.float32), "segment_ids": np.ones((B, T), np.int32)}
-  opt, sched = optim.make(1e-4, 10, 1000)
-  cfg = StepConfig(accum=c.train.accum, remat=c.train.remat, loss_chunk=c.train.loss_chunk)
-  step = jax.jit(lambda s, b, bp: train_step(s, b, bp, spec=comp.spec, cfg=cfg, optimizer=opt,
-                                             schedule=sched))
-  state = TrainState(jnp.int32(0), comp.params, opt.init(comp.params))
-  t_step = best_of(lambda: jax.block_until_ready(step(state, batch, bb.params)), FLAGS.repeats)
+  step, state = _step_fn(c, comp)
+  if FLAGS.ab:
+    step_b, state_b = _step_fn(_changed(c, FLAGS.ab), comp)
+    run_a = lambda: jax.block_until_ready(step(state, batch, bb.params))
+    run_b = lambda: jax.block_until_ready(step_b(state_b, batch, bb.params))
+    run_a(), run_b()  # compile both
+    times = {"a": [], "b": []}
+    for _ in range(FLAGS.repeats):
+      for key, run in (("a", run_a), ("b", run_b)):
+        tick = time.perf_counter()
+        run()
+        times[key].append(time.perf_counter() - tick)
+    t_step, t_b = min(times["a"]), min(times["b"])
+    print(f"with {', '.join(FLAGS.ab)}: {t_b:.3f} s per step against {t_step:.3f} s "
+          f"({t_step / t_b:.2f}x; alternating, best of {FLAGS.repeats}: a {times['a']}, b {times['b']})")
+  else:
+    t_step = best_of(lambda: jax.block_until_ready(step(state, batch, bb.params)), FLAGS.repeats)
 
   # Peer: backbone forward+backward over the same tokens, gradient w.r.t. the backbone input.
   def plain(bp, tokens):

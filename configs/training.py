@@ -33,6 +33,7 @@ def train_defaults(stage: int) -> ml_collections.ConfigDict:
       clip_norm=1.0,
       clip_per_group=False,           # clip memory / MetaLoRA / generator gradients separately
       memory_lr_scale=1.0,            # memory tokens learn at this multiple of lr
+      frozen=(),                      # compiler groups held fixed, e.g. ("memory", "metalora"): no backward through the encode
       contrastive_weight=0.0,         # beyond the paper: reward own adapter over another's (0 = off)
       contrastive_temperature=0.1,    # nats/token at which that reward saturates
       contrastive_negatives="previous",  # or "same_source": the other adapter from the same corpus (data.mix)

@@ -436,3 +436,49 @@ def test_the_mixed_in_corpus_can_split_its_long_documents_while_the_main_one_ski
   c.data.mix_overlong = "chop"
   with pytest.raises(run_config.ConfigError, match="data.mix_overlong='chop'"):
     run_config.check_values(c)
+
+
+def test_frozen_groups_keep_their_params_and_leave_the_encode_forward_only():
+  c, bb, comp = _tiny()
+  batch = _batch(bb)
+  frozen = ("memory", "metalora")
+
+  def run(cfg_frozen):
+    """Params after two steps, each step's metrics, and the compiled step's cost analysis."""
+    opt, sched = optim.make(1e-3, 1, 10, clip_per_group=True, frozen=cfg_frozen)
+    state = TrainState(jnp.int32(0), comp.params, opt.init(comp.params))
+    cfg = StepConfig(accum=1, remat=False, loss_chunk=64, contrastive_weight=1.0, frozen=cfg_frozen)
+    step = jax.jit(lambda s, b, bp: train_step(s, b, bp, spec=comp.spec, cfg=cfg, optimizer=opt,
+                                               schedule=sched)).lower(state, batch, bb.params).compile()
+    metrics = []
+    for _ in range(2):  # the second step would carry Adam's momentum, were it not zeroed
+      state, m = step(state, batch, bb.params)
+      metrics.append(m)
+    return state.params, metrics, step.cost_analysis()
+
+  trained, metrics, cost = run(())
+  kept, kept_metrics, kept_cost = run(frozen)
+  for group in frozen:
+    for new, old in zip(jax.tree.leaves(kept[group]), jax.tree.leaves(comp.params[group])):
+      np.testing.assert_array_equal(new, old)
+    assert float(kept_metrics[0][f"grad_norm_{group}"]) == 0.0
+  assert float(metrics[0]["grad_norm_metalora"]) > 0
+  assert any(not np.array_equal(x, y) for x, y in zip(jax.tree.leaves(trained["metalora"]),
+                                                      jax.tree.leaves(comp.params["metalora"])))
+  # The generator's first gradient does not depend on whether the encode is differentiated
+  # (after one step the two runs read different memory states).
+  np.testing.assert_allclose(float(kept_metrics[0]["grad_norm_generator"]),
+                             float(metrics[0]["grad_norm_generator"]), rtol=1e-5)
+  np.testing.assert_allclose(float(kept_metrics[0]["loss"]), float(metrics[0]["loss"]), rtol=1e-6)
+  # What the option is for: the compiled step does less work. (XLA's count takes the layer
+  # scan's body once, so the difference is not the size of the saving, only its sign.)
+  assert kept_cost["flops"] < cost["flops"] - 1e6, (kept_cost["flops"], cost["flops"])
+  c.train.frozen = ("memory", "metalora", "generator")
+  with pytest.raises(run_config.ConfigError, match="not all of them"):
+    run_config.check_values(c)
+  c.train.frozen = ("memory", "embeddings")
+  with pytest.raises(run_config.ConfigError, match="train.frozen"):
+    run_config.check_values(c)
+  c.train.frozen = ("memory,metalora",)  # as the command line delivers --config.train.frozen=memory,metalora
+  run_config.check_values(c)
+  assert run_config.frozen_groups(c.train) == frozen

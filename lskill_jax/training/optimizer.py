@@ -25,8 +25,13 @@ def schedule(lr: float, warmup_steps: int, total_steps: int) -> optax.Schedule:
        optax.linear_schedule(lr, 0.0, max(1, total_steps - warmup_steps))], [warmup_steps])
 
 
+def _groups(params, names):
+  """True for the leaves of the top-level groups `names`."""
+  return {k: jax.tree.map(lambda _: k in names, v) for k, v in params.items()}
+
+
 def _memory_only(params):
-  return {k: jax.tree.map(lambda _: k == "memory", v) for k, v in params.items()}
+  return _groups(params, ("memory",))
 
 
 def clip(clip_norm: float, per_group: bool) -> optax.GradientTransformation:
@@ -48,11 +53,14 @@ def clip(clip_norm: float, per_group: bool) -> optax.GradientTransformation:
 
 def make(lr: float, warmup_steps: int, total_steps: int, weight_decay: float = 0.01,
          clip_norm: float = 1.0, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
-         memory_lr_scale: float = 1.0, clip_per_group: bool = False):
-  """(optimizer, schedule)."""
+         memory_lr_scale: float = 1.0, clip_per_group: bool = False, frozen=()):
+  """(optimizer, schedule). frozen: top-level param groups whose updates are zero (no decay,
+  no momentum carried over from before they were frozen)."""
   sched = schedule(lr, warmup_steps, total_steps)
   parts = [clip(clip_norm, clip_per_group),
            optax.adamw(sched, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=decay_mask)]
   if memory_lr_scale != 1.0:
     parts.append(optax.masked(optax.scale(memory_lr_scale), _memory_only))
+  if frozen:
+    parts.append(optax.masked(optax.set_to_zero(), lambda p: _groups(p, tuple(frozen))))
   return optax.chain(*parts), sched

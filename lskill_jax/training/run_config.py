@@ -25,7 +25,7 @@ import ml_collections
 from lskill_jax.compiler import checkpoint as compiler_ckpt
 from lskill_jax.compiler import hypernet
 from lskill_jax.data import stage1
-from lskill_jax.training.step import CONTRASTIVE_NEGATIVES, TARGET_WEIGHTINGS
+from lskill_jax.training.step import CONTRASTIVE_NEGATIVES, FREEZABLE, TARGET_WEIGHTINGS
 from lskill_jax.io import atomic_write_text
 
 CONFIG_FILE, CHANGES_FILE = "config.json", "config_changes.jsonl"
@@ -107,6 +107,14 @@ def _matches(field: str, allowed: str) -> bool:
   return allowed == ALL or field == allowed or field.startswith(allowed + ".")
 
 
+def frozen_groups(t) -> tuple[str, ...]:
+  """train.frozen as a tuple of group names; a command line's "memory,metalora" arrives as one
+  string in a tuple, so names are split at commas."""
+  value = t.get("frozen", ())
+  items = (value,) if isinstance(value, str) else tuple(value)
+  return tuple(n.strip() for item in items for n in str(item).split(",") if n.strip())
+
+
 def check_values(config) -> None:
   """Refuses values the loop cannot use (instead of a crash or NaNs later)."""
   t = config.train
@@ -127,6 +135,11 @@ def check_values(config) -> None:
     raise ConfigError(f"train.contrastive_negatives={t.contrastive_negatives!r} must be one of "
                       f"{CONTRASTIVE_NEGATIVES} ('previous': the row before in the batch; "
                       "'same_source': the nearest earlier row from the same corpus, for data.mix).")
+  frozen = frozen_groups(t)
+  if not set(frozen) <= set(FREEZABLE) or len(set(frozen)) != len(frozen) or len(frozen) == len(FREEZABLE):
+    raise ConfigError(f"train.frozen={t.frozen!r} must name distinct compiler groups from "
+                      f"{FREEZABLE}, not all of them, e.g. --config.train.frozen=memory,metalora "
+                      "(the document encode then runs forward only).")
   if t.get("target_weighting", "uniform") not in TARGET_WEIGHTINGS:
     raise ConfigError(f"train.target_weighting={t.target_weighting!r} must be one of "
                       f"{TARGET_WEIGHTINGS} ('uniform': every target token counts once; "

@@ -30,6 +30,7 @@ from lskill_jax.training.losses import context_gain_weights, lm_loss, teacher_hi
 BATCH_KEYS = ("doc_tokens", "doc_mask", "tokens", "weights", "segment_ids")
 SOURCE_KEY = "source"  # optional [B] int: which corpus a Stage-1 example came from (data.mix)
 TARGET_WEIGHTINGS = ("uniform", "context_gain")  # StepConfig.target_weighting
+FREEZABLE = ("memory", "metalora", "generator")  # StepConfig.frozen
 CONTRASTIVE_NEGATIVES = ("previous", "same_source")  # StepConfig.contrastive_negatives
 
 
@@ -58,6 +59,11 @@ class StepConfig:
   # "uniform": every target token counts once; "context_gain": tokens count by how much
   # reading the document helps the frozen backbone predict them (`context_gain_weights`).
   target_weighting: str = "uniform"
+  # Compiler param groups (of FREEZABLE) held fixed. Their gradient is never formed, so the
+  # backward pass skips whatever only they need: with "memory" and "metalora" both frozen the
+  # document encode runs forward only. The optimizer must leave them alone too
+  # (`optimizer.make(frozen=...)`): Adam's momentum and weight decay move a leaf without a gradient.
+  frozen: tuple[str, ...] = ()
 
 
 def batch_keys(batch) -> tuple[str, ...]:
@@ -132,6 +138,7 @@ def contrastive_term(own_rows, other_rows, counts, temperature):
 
 
 def _micro_loss(params, backbone_params, mb, spec: CompilerSpec, cfg: StepConfig, w_norms):
+  params = {k: jax.lax.stop_gradient(v) if k in cfg.frozen else v for k, v in params.items()}
   a, b = hypernet.compile_lora(params, backbone_params, mb["doc_tokens"], mb["doc_mask"], spec=spec)
   by_gain = cfg.target_weighting == "context_gain"
   teacher = (teacher_hidden(backbone_params, spec.backbone, mb["doc_tokens"], mb["doc_mask"],

@@ -198,6 +198,24 @@ def _host(x):
   return x.item() if x.size == 1 else x.tolist()
 
 
+def optimizer_from_config(t):
+  """(optimizer, schedule) as a config's `train` section sets them."""
+  return optim.make(t.lr, t.warmup_steps, t.steps, t.weight_decay, t.clip_norm,
+                    memory_lr_scale=t.get("memory_lr_scale", 1.0),
+                    clip_per_group=t.get("clip_per_group", False), frozen=run_config.frozen_groups(t))
+
+
+def step_config_from_config(t) -> StepConfig:
+  """The train step's options as a config's `train` section sets them."""
+  return StepConfig(accum=t.accum, remat=t.remat, loss_chunk=t.loss_chunk,
+                    contrastive_weight=t.get("contrastive_weight", 0.0),
+                    contrastive_temperature=t.get("contrastive_temperature", 0.1),
+                    contrastive_negatives=t.get("contrastive_negatives", "previous"),
+                    distill_weight=t.get("distill_weight", 0.0),
+                    target_weighting=t.get("target_weighting", "uniform"),
+                    frozen=run_config.frozen_groups(t))
+
+
 def train(config, workdir: str, mesh=None, max_steps: int | None = None,
           allow_changes: Sequence[str] = (), backbone=None) -> dict[str, Any]:
   """Runs (or resumes) training; returns the last logged metrics and validation results.
@@ -231,15 +249,8 @@ def train(config, workdir: str, mesh=None, max_steps: int | None = None,
   if not resuming and primary:
     compiler_ckpt.write_spec(workdir, spec, base_fingerprint(bb.config), bb.source)
     run_config.write(workdir, config)
-  opt, sched = optim.make(t.lr, t.warmup_steps, t.steps, t.weight_decay, t.clip_norm,
-                          memory_lr_scale=t.get("memory_lr_scale", 1.0),
-                          clip_per_group=t.get("clip_per_group", False))
-  step_cfg = StepConfig(accum=t.accum, remat=t.remat, loss_chunk=t.loss_chunk,
-                        contrastive_weight=t.get("contrastive_weight", 0.0),
-                        contrastive_temperature=t.get("contrastive_temperature", 0.1),
-                        contrastive_negatives=t.get("contrastive_negatives", "previous"),
-                        distill_weight=t.get("distill_weight", 0.0),
-                        target_weighting=t.get("target_weighting", "uniform"))
+  opt, sched = optimizer_from_config(t)
+  step_cfg = step_config_from_config(t)
 
   # Each process builds only the rows of every global batch that its devices hold.
   rows = shd.process_rows(
