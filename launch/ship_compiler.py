@@ -60,20 +60,22 @@ def results_table(results: dict) -> str:
   return "\n".join(rows)
 
 
-def documents_table(results: dict) -> str:
-  """Markdown rows of launch.validate --documents results: one per document file and mode."""
+def documents_table(*results: dict) -> str:
+  """Markdown table of launch.validate --documents results: a row per file, cut and mode."""
   rows = ["| documents | cut | mode | docs | own | none | other | none − own | other − own [95% CI] | own best |",
           "|---|---|---|---|---|---|---|---|---|---|"]
-  for source, res in results.items():
-    if not isinstance(res, dict):
-      continue
-    rel = os.path.relpath(source)  # as the card's commands name it, when under the checkout
-    name = os.path.basename(source) if rel.startswith("..") else rel
-    for mode, r in sorted(res.items()):
-      rows.append(f"| {name} | {results.get('cut', '')} | {mode} | {r['docs']} | "
-                  f"{r['own']:.3f} | {r['none']:.3f} | {r['other']:.3f} | {r['gap_none']:+.3f} | "
-                  f"{r['gap_other']:+.4f} [{r['gap_other_low']:+.4f}, {r['gap_other_high']:+.4f}] | "
-                  f"{r['positive']} of {r['docs']} |")
+  for each in results:
+    cut = f"{each.get('cut', '')}" + (" tokens" if each.get("cut_at") == "token" else "")
+    for source, res in each.items():
+      if not isinstance(res, dict):
+        continue
+      rel = os.path.relpath(source)  # as the card's commands name it, when under the checkout
+      name = os.path.basename(source) if rel.startswith("..") else rel
+      for mode, r in sorted(res.items()):
+        rows.append(f"| {name} | {cut} | {mode} | {r['docs']} | "
+                    f"{r['own']:.3f} | {r['none']:.3f} | {r['other']:.3f} | {r['gap_none']:+.3f} | "
+                    f"{r['gap_other']:+.4f} [{r['gap_other_low']:+.4f}, {r['gap_other_high']:+.4f}] | "
+                    f"{r['positive']} of {r['docs']} |")
   return "\n".join(rows)
 
 
@@ -128,10 +130,11 @@ def main(argv):
       "",
       results_table(results),
       "",
-      *(["Documents of one's own (`launch.validate --documents`), each cut at paragraphs to `cut` "
-         "tokens; \"other\" is the mean over the other documents' adapters, \"own best\" counts "
-         "the documents whose own adapter beats that mean:", "",
-         *(documents_table(d) for d in documents), ""] if documents else []),
+      *(["Documents of one's own (`launch.validate --documents`), each cut at paragraphs to fit "
+         "`cut` tokens (\"N tokens\": to exactly their first N tokens, so that adapters compare on "
+         "content, not length); \"other\" is the mean over the other documents' adapters, \"own "
+         "best\" counts the documents whose own adapter beats that mean:", "",
+         documents_table(*documents), ""] if documents else []),
       f"Storage: the {FLAGS.dtype} copy's adapter factors differ from the float32 checkpoint's by at "
       f"most {err:.2e} (relative Frobenius norm, {len(docs)} held-out documents, every target).",
       ""])

@@ -10,7 +10,8 @@ each the mean of per-document paired differences with a 95% bootstrap interval.
   python -m launch.validate --workdir=workdir/stage1 --documents=workdir/starter/val.jsonl --cut=240
 
 measures the step on documents of your own instead (a jsonl of {"text": ...} lines, e.g. skills
-held out of training), each cut at a paragraph to --cut tokens: every document's adapter
+held out of training), each cut at a paragraph to --cut tokens (--cut_at=token: to exactly
+its first --cut tokens, so adapters compare on content, not length): every document's adapter
 against every other's (`loss_matrix`), "other" being the mean of the other documents' adapters,
 and how many documents their own adapter serves best.
 
@@ -32,6 +33,7 @@ from launch import common
 from lskill_jax.io import write_json
 from lskill_jax.data import records
 from lskill_jax.training.validation import (DOC_SHARE, MODES, checkpoint_compiler, cut_at_paragraphs,
+                                            cut_at_tokens,
                                             evaluate_checkpoint, loss_matrix, matrix_gaps)
 
 config_flags.DEFINE_config_file("config", None, "The run's training config (default: "
@@ -45,6 +47,8 @@ flags.DEFINE_string("documents", "", "A jsonl of {\"text\": ...} documents to me
                     "the run's splits (the first --docs of them, default 16).")
 flags.DEFINE_integer("cut", 240, "--documents: keep each document's leading paragraphs up to this "
                      "many tokens.")
+flags.DEFINE_enum("cut_at", "paragraph", ["paragraph", "token"], "--documents: cut at the last "
+                  "paragraph that fits --cut tokens (lengths differ), or at token --cut (one length).")
 flags.DEFINE_string("out", "", "Also write the results to this JSON file.")
 FLAGS = flags.FLAGS
 
@@ -61,8 +65,11 @@ def _run_config(workdir: str):
 def _documents(config, mesh) -> dict:
   comp = checkpoint_compiler(config, FLAGS.workdir, FLAGS.step, mesh)
   texts, report = records.read_pretrain_jsonl(FLAGS.documents)
-  count = lambda t: len(comp.backbone.tokenizer(t)["input_ids"])
-  texts = [cut_at_paragraphs(t, count, FLAGS.cut) for t in texts[:FLAGS.docs or 16]]
+  tok = comp.backbone.tokenizer
+  count = lambda t: len(tok(t)["input_ids"])
+  cut = ((lambda t: cut_at_tokens(t, tok, FLAGS.cut)) if FLAGS.cut_at == "token"
+         else (lambda t: cut_at_paragraphs(t, count, FLAGS.cut)))
+  texts = [cut(t) for t in texts[:FLAGS.docs or 16]]
   if len(texts) < 2 or not all(t.strip() for t in texts):
     raise records.DataError(f"{FLAGS.documents}: need at least two documents whose first "
                             f"paragraph fits --cut={FLAGS.cut} tokens ({report.summary()}); raise --cut.")
@@ -86,7 +93,7 @@ def main(argv):
     results = _documents(config, mesh)
     if FLAGS.out:
       write_json(FLAGS.out, {"workdir": FLAGS.workdir, "step": FLAGS.step, "cut": FLAGS.cut,
-                             **results}, indent=1)
+                             "cut_at": FLAGS.cut_at, **results}, indent=1)
     return
   results = evaluate_checkpoint(config, FLAGS.workdir, FLAGS.step, tuple(FLAGS.split), FLAGS.docs, mesh)
   print(f"{'split':6} {'mode':15} {'docs':>5} {'own':>7} {'none':>7} {'other':>7} "

@@ -16,7 +16,7 @@ from lskill_jax.compiler import checkpoint as ckpt
 from lskill_jax.compiler import shipped
 from lskill_jax.training.trainer import train
 from lskill_jax.io import write_jsonl
-from lskill_jax.training.validation import cut_at_paragraphs, loss_matrix, matrix_gaps
+from lskill_jax.training.validation import cut_at_paragraphs, cut_at_tokens, loss_matrix, matrix_gaps
 from lskill_jax.weights.safetensors_file import SafetensorsFile, save_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -139,6 +139,18 @@ def test_cut_at_paragraphs_keeps_whole_leading_paragraphs_within_the_budget():
   assert cut_at_paragraphs(text, words, 99) == text
 
 
+def test_cut_at_tokens_keeps_exactly_the_first_tokens_and_no_half_character():
+  tok = lsj.backbone_from_config(stage1_tiny.get_config()).tokenizer
+  count = lambda t: len(tok(t, add_special_tokens=False)["input_ids"])
+  text = "Open the drawer, then take the key. " * 40
+  cut = cut_at_tokens(text, tok, 17)
+  assert count(cut) == 17 and text.startswith(cut)
+  assert cut_at_tokens("Open it.", tok, 99) == "Open it."
+  emoji = "\U0001F9EA" * 30  # several byte-level tokens per character
+  for n in range(1, 8):
+    assert "\ufffd" not in cut_at_tokens(emoji, tok, n) and emoji.startswith(cut_at_tokens(emoji, tok, n))
+
+
 def test_ship_compiler_packages_a_trained_run_with_its_held_out_card(tmp_path):
   c = stage1_tiny.get_config()
   c.train.update(steps=2, batch_size=2, accum=1, eval_every=2, save_every=2, eval_docs=4,
@@ -152,8 +164,9 @@ def test_ship_compiler_packages_a_trained_run_with_its_held_out_card(tmp_path):
   # The step measured on documents of one's own, every adapter against every other.
   write_jsonl(str(tmp_path / "skills.jsonl"), [{"text": d + "\n\n" + "More detail. " * 300} for d in DOCS])
   d = run("launch.validate", f"--workdir={work}", "--step=2", f"--documents={tmp_path / 'skills.jsonl'}",
-          "--cut=40", f"--out={tmp_path / 'docs.json'}")
+          "--cut=40", "--cut_at=token", f"--out={tmp_path / 'docs.json'}")
   assert d.returncode == 0, d.stderr[-3000:]
+  assert json.load(open(tmp_path / "docs.json"))["cut_at"] == "token"
   got = json.load(open(tmp_path / "docs.json"))[str(tmp_path / "skills.jsonl")]
   assert set(got) == {"reconstruction", "completion"} and got["reconstruction"]["docs"] == 3
   assert np.array(got["completion"]["loss_matrix"]).shape == (4, 3)
@@ -164,7 +177,7 @@ def test_ship_compiler_packages_a_trained_run_with_its_held_out_card(tmp_path):
   assert s.returncode == 0, s.stderr[-3000:]
   card = (out / "card.md").read_text()
   assert "| val | reconstruction | 4 |" in card and "| val | completion | 4 |" in card
-  assert "| skills.jsonl | 40 | reconstruction | 3 |" in card and " of 3 |" in card
+  assert "| skills.jsonl | 40 tokens | reconstruction | 3 |" in card and " of 3 |" in card
   assert "configs/stage1_tiny.py" in card and "differ from the float32 checkpoint" in card
   assert sorted(os.listdir(tmp_path / "shipped")) == ["tiny"]  # no probe or old copy left
   trained = lsj.SkillCompiler.load(str(work), lsj.backbone_from_config(c))
