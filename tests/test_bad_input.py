@@ -262,6 +262,19 @@ def test_fields_a_recorded_config_lacks_are_compared_with_their_defaults(tmp_pat
   assert train(_config(steps=3), str(wd))["step"] == 3  # the defaults: what the run used
 
 
+def test_a_resume_whose_optimizer_state_no_longer_fits_asks_for_init_from(tmp_path):
+  wd = tmp_path / "w"
+  train(_config(), str(wd))
+  before = _files(wd)
+  # Scaling the memory tokens' updates adds optimizer state: the step cannot be resumed.
+  with pytest.raises(run_config.ConfigError, match=r"init_from=.*checkpoints/2"):
+    train(_config(steps=4, memory_lr_scale=0.5), str(wd), allow_changes=["train.memory_lr_scale"])
+  assert _files(wd) == before
+  # Freezing groups keeps the optimizer's state as it was, so a run may start freezing on resume.
+  frozen = _config(steps=4, frozen=("memory", "metalora"))
+  assert train(frozen, str(wd), allow_changes=["train.frozen"])["step"] == 4
+
+
 def test_differences_are_field_by_field():
   old = {"a": 1, "s": {"x": [1, 2], "gone": 0}}
   new = {"a": 1, "s": {"x": [1, 3], "new": 5, "same_as_default": 7}, "t": {"u": 1}}

@@ -5,6 +5,7 @@ memory tokens)."""
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import optax
 
 _NO_DECAY = ("norm", "bias", "layer_pe", "token_pe", "memory", "state_stats")
@@ -51,6 +52,15 @@ def clip(clip_norm: float, per_group: bool) -> optax.GradientTransformation:
   return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
+def _without_updates(inner: optax.GradientTransformation, groups: tuple[str, ...]):
+  """inner with the updates of top-level param groups `groups` set to zero. Its state is
+  inner's own, so a run can freeze groups when it resumes from a checkpoint that did not."""
+  def update(updates, state, params=None):
+    updates, state = inner.update(updates, state, params)
+    return {k: jax.tree.map(jnp.zeros_like, v) if k in groups else v for k, v in updates.items()}, state
+  return optax.GradientTransformation(inner.init, update)
+
+
 def make(lr: float, warmup_steps: int, total_steps: int, weight_decay: float = 0.01,
          clip_norm: float = 1.0, b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8,
          memory_lr_scale: float = 1.0, clip_per_group: bool = False, frozen=()):
@@ -61,6 +71,5 @@ def make(lr: float, warmup_steps: int, total_steps: int, weight_decay: float = 0
            optax.adamw(sched, b1=b1, b2=b2, eps=eps, weight_decay=weight_decay, mask=decay_mask)]
   if memory_lr_scale != 1.0:
     parts.append(optax.masked(optax.scale(memory_lr_scale), _memory_only))
-  if frozen:
-    parts.append(optax.masked(optax.set_to_zero(), lambda p: _groups(p, tuple(frozen))))
-  return optax.chain(*parts), sched
+  opt = optax.chain(*parts)
+  return (_without_updates(opt, tuple(frozen)) if frozen else opt), sched

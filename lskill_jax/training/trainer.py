@@ -264,10 +264,20 @@ def train(config, workdir: str, mesh=None, max_steps: int | None = None,
   manager = _checkpoint_manager(workdir, t.keep_checkpoints, t.async_checkpointing)
   latest = manager.latest_step()
   if latest is not None:
-    restored = manager.restore(latest, args=ocp.args.Composite(
-        params=ocp.args.StandardRestore(_abstract(state.params, shardings.params)),
-        opt_state=ocp.args.StandardRestore(_abstract(state.opt_state, shardings.opt_state)),
-        data=ocp.args.JsonRestore()))
+    try:
+      restored = manager.restore(latest, args=ocp.args.Composite(
+          params=ocp.args.StandardRestore(_abstract(state.params, shardings.params)),
+          opt_state=ocp.args.StandardRestore(_abstract(state.opt_state, shardings.opt_state)),
+          data=ocp.args.JsonRestore()))
+    except ValueError as e:
+      if "tree structures do not match" not in str(e):
+        raise
+      raise run_config.ConfigError(
+          f"{workdir}: step {latest}'s params or optimizer state do not fit what this config builds"
+          f"{f' with the changes {sorted(changes)}' if changes else ''} (e.g. train.memory_lr_scale "
+          "turned on or off changes the optimizer's state). Start a new workdir from that step "
+          f"instead: --config.init_from={os.path.join(ckpts, str(latest))} (fresh optimizer and "
+          "schedule).") from e
     state = TrainState(jnp.int32(restored.data["step"]), restored.params, restored.opt_state)
     batches.set_state(restored.data["iterator"])
     if resuming and primary:  # only now that the checkpoint fits the new config
