@@ -32,8 +32,7 @@ from ml_collections import config_flags
 from launch import common
 from lskill_jax.io import write_json
 from lskill_jax.data import records
-from lskill_jax.training.validation import (DOC_SHARE, MODES, checkpoint_compiler, cut_at_paragraphs,
-                                            cut_at_tokens,
+from lskill_jax.training.validation import (CUTS, DOC_SHARE, MODES, checkpoint_compiler, cut_document,
                                             evaluate_checkpoint, loss_matrix, matrix_gaps)
 
 config_flags.DEFINE_config_file("config", None, "The run's training config (default: "
@@ -47,7 +46,7 @@ flags.DEFINE_string("documents", "", "A jsonl of {\"text\": ...} documents to me
                     "the run's splits (the first --docs of them, default 16).")
 flags.DEFINE_integer("cut", 240, "--documents: keep each document's leading paragraphs up to this "
                      "many tokens.")
-flags.DEFINE_enum("cut_at", "paragraph", ["paragraph", "token"], "--documents: cut at the last "
+flags.DEFINE_enum("cut_at", "paragraph", list(CUTS), "--documents: cut at the last "
                   "paragraph that fits --cut tokens (lengths differ), or at token --cut (one length).")
 flags.DEFINE_string("out", "", "Also write the results to this JSON file.")
 FLAGS = flags.FLAGS
@@ -65,11 +64,8 @@ def _run_config(workdir: str):
 def _documents(config, mesh) -> dict:
   comp = checkpoint_compiler(config, FLAGS.workdir, FLAGS.step, mesh)
   texts, report = records.read_pretrain_jsonl(FLAGS.documents)
-  tok = comp.backbone.tokenizer
-  count = lambda t: len(tok(t)["input_ids"])
-  cut = ((lambda t: cut_at_tokens(t, tok, FLAGS.cut)) if FLAGS.cut_at == "token"
-         else (lambda t: cut_at_paragraphs(t, count, FLAGS.cut)))
-  texts = [cut(t) for t in texts[:FLAGS.docs or 16]]
+  texts = [cut_document(t, comp.backbone.tokenizer, FLAGS.cut, FLAGS.cut_at)
+           for t in texts[:FLAGS.docs or 16]]
   if len(texts) < 2 or not all(t.strip() for t in texts):
     raise records.DataError(f"{FLAGS.documents}: need at least two documents whose first "
                             f"paragraph fits --cut={FLAGS.cut} tokens ({report.summary()}); raise --cut.")

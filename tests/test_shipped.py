@@ -16,7 +16,8 @@ from lskill_jax.compiler import checkpoint as ckpt
 from lskill_jax.compiler import shipped
 from lskill_jax.training.trainer import train
 from lskill_jax.io import write_jsonl
-from lskill_jax.training.validation import cut_at_paragraphs, cut_at_tokens, loss_matrix, matrix_gaps
+from lskill_jax.training.validation import (cut_at_paragraphs, cut_at_tokens, cut_document, loss_matrix,
+                                            matrix_gaps)
 from lskill_jax.weights.safetensors_file import SafetensorsFile, save_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -149,6 +150,11 @@ def test_cut_at_tokens_keeps_exactly_the_first_tokens_and_no_half_character():
   emoji = "\U0001F9EA" * 30  # several byte-level tokens per character
   for n in range(1, 8):
     assert "\ufffd" not in cut_at_tokens(emoji, tok, n) and emoji.startswith(cut_at_tokens(emoji, tok, n))
+  paragraphs = "Open the drawer.\n\n" + "Take the key. " * 40
+  assert cut_document(paragraphs, tok, 17, "token") == cut_at_tokens(paragraphs, tok, 17)
+  assert cut_document(paragraphs, tok, 17) == "Open the drawer."
+  with pytest.raises(ValueError, match="'paragraph', 'token'"):
+    cut_document(paragraphs, tok, 17, "sentence")
 
 
 def test_ship_compiler_packages_a_trained_run_with_its_held_out_card(tmp_path):

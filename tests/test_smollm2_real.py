@@ -12,7 +12,7 @@ import torch
 import lskill_jax as lsj
 from lskill_jax.backbone.loading import resolve_source
 from lskill_jax.data.corpus import build_corpus
-from lskill_jax.training.validation import cut_at_paragraphs, cut_at_tokens, loss_matrix, matrix_gaps
+from lskill_jax.training.validation import cut_document, loss_matrix, matrix_gaps
 
 pytestmark = pytest.mark.slow
 
@@ -104,9 +104,7 @@ def _held_out_starter_documents(tok, n: int, budget: int = 240, cut_at: str = "p
   """The first `n` held-out starter documents, each cut at a paragraph to fit `budget` tokens, or
   (cut_at="token") to exactly their first `budget` tokens."""
   _, val, _ = build_corpus([os.path.join(ROOT, "data", "starter_corpus")])
-  if cut_at == "token":
-    return [cut_at_tokens(text, tok, budget) for text in val[:n]]
-  return [cut_at_paragraphs(text, lambda t: len(tok(t)["input_ids"]), budget) for text in val[:n]]
+  return [cut_document(text, tok, budget, cut_at) for text in val[:n]]
 
 
 @pytest.fixture(scope="module")

@@ -26,13 +26,8 @@ def schedule(lr: float, warmup_steps: int, total_steps: int) -> optax.Schedule:
        optax.linear_schedule(lr, 0.0, max(1, total_steps - warmup_steps))], [warmup_steps])
 
 
-def _groups(params, names):
-  """True for the leaves of the top-level groups `names`."""
-  return {k: jax.tree.map(lambda _: k in names, v) for k, v in params.items()}
-
-
 def _memory_only(params):
-  return _groups(params, ("memory",))
+  return {k: jax.tree.map(lambda _: k == "memory", v) for k, v in params.items()}
 
 
 def clip(clip_norm: float, per_group: bool) -> optax.GradientTransformation:

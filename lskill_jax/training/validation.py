@@ -169,6 +169,19 @@ def cut_at_tokens(text: str, tokenizer, budget: int) -> str:
   return tokenizer.decode(ids).rstrip("\ufffd")  # a cut inside a character leaves half of it
 
 
+CUTS = ("paragraph", "token")
+
+
+def cut_document(text: str, tokenizer, budget: int, at: str = "paragraph") -> str:
+  """`text` cut to `budget` tokens of `tokenizer`: at the last whole paragraph that fits
+  (`cut_at_paragraphs`) or at exactly token `budget` (`cut_at_tokens`)."""
+  if at == "token":
+    return cut_at_tokens(text, tokenizer, budget)
+  if at != "paragraph":
+    raise ValueError(f"cut at {at!r}: must be one of {CUTS}.")
+  return cut_at_paragraphs(text, lambda t: len(tokenizer(t)["input_ids"]), budget)
+
+
 def matrix_gaps(matrix: np.ndarray) -> dict[str, float]:
   """Summary of a `loss_matrix` [N + 1, N]: does each document's own adapter beat the others'?
 
