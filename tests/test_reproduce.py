@@ -76,6 +76,17 @@ def test_tiny_scale_end_to_end_then_a_rerun_skips_it(tmp_path):
     reproduce.run(out, other, show_progress=False)
 
 
+def test_a_training_field_added_since_the_run_does_not_block_its_resume():
+  # A run recorded before a training field existed used that field's default.
+  now = json.loads(load_config("tiny").to_json_best_effort())
+  before = json.loads(json.dumps(now))
+  del before["stage2"]["train"]["frozen"]
+  assert reproduce.config_differences(before, now) == []
+  now["stage2"]["train"]["frozen"] = ["metalora"]
+  now["alphas"] = [0.5]
+  assert reproduce.config_differences(before, now) == ["alphas", "stage2.train.frozen"]
+
+
 def _launch(*args):
   return subprocess.run([sys.executable, "-m", "launch.reproduce", *args], cwd=REPO,
                         capture_output=True, text=True, timeout=300)

@@ -19,6 +19,24 @@ from typing import Sequence
 from lskill_jax.io import write_json
 from lskill_jax.reproduce import stages
 from lskill_jax.reproduce.pipeline import STAGE_NAMES, STAGES, Context, ReproduceError, StageStopped
+from lskill_jax.training import run_config
+
+
+def config_differences(before: dict, now: dict) -> list[str]:
+  """Dotted names of the fields in which `now` differs from the recorded config `before`.
+
+  The Stage-2 training config is compared as a training resume compares it: a field added to
+  the training configs since the run was recorded counts as unchanged at its default (what
+  the run used before the field existed). Everything else must be equal.
+  """
+  differ = sorted(k for k in set(before) | set(now)
+                  if k != "stage2" and before.get(k) != now.get(k))
+  if "stage2" in before and "stage2" in now:
+    stage2 = run_config.differences(before["stage2"], now["stage2"], run_config.field_defaults(2))
+    differ += sorted(f"stage2.{k}" for k in stage2)
+  elif before.get("stage2") != now.get("stage2"):
+    differ.append("stage2")
+  return differ
 
 
 def _check_config(out: str, config) -> None:
@@ -28,8 +46,8 @@ def _check_config(out: str, config) -> None:
   if os.path.isfile(path):
     with open(path, encoding="utf-8") as f:
       before = json.load(f)
-    if before != now:
-      differ = sorted(k for k in set(before) | set(now) if before.get(k) != now.get(k))
+    differ = config_differences(before, now)
+    if differ:
       raise ReproduceError(
           f"{out} holds a run of scale {before.get('scale')!r} with another config (differs in "
           f"{differ}); rerun with the same flags, or pass another --out.")
