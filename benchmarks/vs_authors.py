@@ -9,7 +9,7 @@ unless --harness says otherwise) and then ours (`benchmarks.at_preset`), each in
 subprocess so peak RSS is per process; the two alternate round by round. Each side's figure
 is its best over rounds (each round's figure is that process's median of --iters calls).
 Shape flags (--config, --t_doc, --t_conv, --compile_batch, --iters,
---warmup) are benchmarks.at_preset's and go to both sides; --remat (ours, default on) and
+--warmup) and --phases (compile and/or train) are benchmarks.at_preset's and go to both sides; --remat (ours, default on) and
 --their_grad_ckpt (theirs, default off) are each side's own memory/time choice. Prints one
 line per figure with the ratio, >1 meaning ours is better (faster, more documents/s, or less
 memory). Absolute seconds on a shared machine are not stable: compare the ratios of one run.
@@ -69,7 +69,8 @@ def ours() -> dict:
   return _run([sys.executable, "-m", "benchmarks.at_preset", f"--config={FLAGS.config}",
                f"--t_doc={FLAGS.t_doc}", f"--t_conv={FLAGS.t_conv}", f"--iters={FLAGS.iters}",
                f"--warmup={FLAGS.warmup}", f"--compile_batch={FLAGS.compile_batch}",
-               f"--remat={FLAGS.remat}", f"--compile_cache={FLAGS.compile_cache}"], env)
+               f"--remat={FLAGS.remat}", f"--compile_cache={FLAGS.compile_cache}",
+               f"--phases={','.join(FLAGS.phases)}"], env)
 
 
 def theirs() -> dict:
@@ -77,7 +78,7 @@ def theirs() -> dict:
   return _run([FLAGS.their_python, FLAGS.harness, "--config", FLAGS.config, "--t_doc", str(FLAGS.t_doc),
                "--t_conv", str(FLAGS.t_conv), "--iters", str(FLAGS.iters), "--warmup", str(FLAGS.warmup),
                "--compile_batch", str(FLAGS.compile_batch), "--threads", str(FLAGS.threads),
-               "--no_8b"] + (["--grad_ckpt"] if FLAGS.their_grad_ckpt else []), env)
+               "--phases", ",".join(FLAGS.phases), "--no_8b"] + (["--grad_ckpt"] if FLAGS.their_grad_ckpt else []), env)
 
 
 def _get(res: dict, path):
