@@ -85,10 +85,12 @@ def init(key: jax.Array, spec: CompilerSpec) -> HParams:
     metalora["a"][t] = np.sqrt(spec.metalora_init) * jax.random.normal(k, (L, d_in, R), jnp.float32)
     metalora["b"][t] = jnp.zeros((L, R, d_out), jnp.float32)
   dummy = jnp.zeros((1, g.num_layers, g.memory_tokens, g.hidden), jnp.float32)
+  # Jitted, the init's forward pass is one program; run op by op it left about 350 MB of
+  # per-op executables and buffers resident at the SmolLM2 shape (same values either way).
   params = {
       "memory": jnp.zeros((g.memory_tokens, g.hidden), jnp.float32),
       "metalora": metalora,
-      "generator": spec.generator().init(k_gen, dummy)["params"],
+      "generator": jax.jit(spec.generator().init)(k_gen, dummy)["params"],
   }
   if spec.state_norm == "standardize":  # identity until `calibrate` fills them in
     params["state_stats"] = {"mean": jnp.zeros((L, g.memory_tokens, g.hidden), jnp.float32),
