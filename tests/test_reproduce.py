@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import types
@@ -175,3 +176,45 @@ def test_plain_lora_loss_falls():
                                      steps=6, lr=1e-2)
   assert losses[-1] < losses[0] - 0.05
   assert adapter.targets == ("o", "down") and adapter.rank == 2
+
+
+class _ListBatches:
+  """Batches from a list, with the position get_state/set_state of pipeline.Batches; sends
+  this process SIGTERM when handing out batch `kill_at` (0-based), if given."""
+
+  def __init__(self, batches, kill_at=None):
+    self.batches, self.i, self.kill_at = batches, 0, kill_at
+
+  def __next__(self):
+    if self.i == self.kill_at:
+      os.kill(os.getpid(), signal.SIGTERM)
+    self.i += 1
+    return self.batches[self.i - 1]
+
+  def get_state(self):
+    return {"i": self.i}
+
+  def set_state(self, state):
+    self.i = state["i"]
+
+
+def test_plain_lora_stopped_by_sigterm_resumes_where_it_stopped(tmp_path):
+  import lskill_jax as lsj
+  from configs import tiny
+  from lskill_jax.training import plain_lora
+  bb = lsj.backbone_from_config(tiny.get_config())
+  rng = np.random.default_rng(0)
+  batches = [{"tokens": rng.integers(0, 1000, (2, 16)), "segment_ids": np.ones((2, 16), np.int32),
+              "weights": np.ones((2, 16), np.float32)} for _ in range(5)]
+  kw = dict(rank=2, targets=("o", "down"), steps=5, lr=1e-2, show_progress=False)
+  whole, whole_losses = plain_lora.train(bb, _ListBatches(batches), **kw)
+  work = str(tmp_path / "work")
+  with pytest.raises(plain_lora.TrainingStopped, match="SIGTERM after saving step 3"):
+    plain_lora.train(bb, _ListBatches(batches, kill_at=2), workdir=work, save_every=10, **kw)
+  resumed, losses = plain_lora.train(bb, _ListBatches(batches), workdir=work, **kw)
+  # The rerun read batches 4 and 5 only, and ended where the uninterrupted run did.
+  np.testing.assert_allclose(losses, whole_losses, rtol=1e-6)
+  for t in ("o", "down"):
+    np.testing.assert_allclose(resumed.b[t], whole.b[t], rtol=1e-5, atol=1e-7)
+  steps = [json.loads(line)["step"] for line in open(os.path.join(work, "metrics.jsonl"))]
+  assert steps == [1, 2, 3, 4, 5]

@@ -199,9 +199,14 @@ def stage_plain_lora(ctx: Context, stage_dir: str) -> dict:
   cfg = _stage2_config(ctx)
   spec = ctx.compiler.spec
   p = ctx.config.plain_lora
-  adapter, losses = plain_lora.train_on_config(ctx.bb, cfg, rank=spec.rank, targets=spec.targets,
-                                               steps=p.steps, batch_size=p.batch_size, lr=p.lr,
-                                               seed=p.seed)
+  try:  # checkpoints in stage_dir/workdir: an interrupted run resumes there
+    adapter, losses = plain_lora.train_on_config(
+        ctx.bb, cfg, rank=spec.rank, targets=spec.targets, steps=p.steps,
+        batch_size=p.batch_size, lr=p.lr, seed=p.seed,
+        workdir=os.path.join(stage_dir, "workdir"), show_progress=ctx.show_progress)
+  except plain_lora.TrainingStopped as e:
+    raise StageStopped(f"The plain LoRA stopped on {e.signal_name} after saving step {e.step}; "
+                       "rerun the same command to resume it.") from e
   adapter.save(ctx.plain_lora_dir)
   write_json(os.path.join(stage_dir, "losses.json"), losses)
   return {"adapter": ctx.plain_lora_dir, "steps": p.steps, "first_loss": losses[0],

@@ -56,7 +56,7 @@ class NonFiniteLossError(RuntimeError):
 # ----------------------------------------------------------------------------- state
 
 
-class _StopOnSignal:
+class StopOnSignal:
   """SIGTERM / SIGINT become a request to save after the current step and stop.
 
   A job scheduler's preemption or a Ctrl-C then costs no steps; a second signal stops at
@@ -307,7 +307,7 @@ def train(config, workdir: str, mesh=None, max_steps: int | None = None,
   bar = tqdm(total=t.steps, initial=start, desc=f"stage {config.stage}", unit="step",
              disable=jax.process_index() != 0 or not t.progress_bar)
   tick, tokens_since = time.perf_counter(), 0.0
-  with _StopOnSignal() as stop:
+  with StopOnSignal() as stop:
     try:
       if start == 0 and val_batches and t.eval_every > 0:  # the untrained baseline of the curve
         writer.write(0, "val", validate(state.params, bb, spec, step_cfg, val_batches, mesh))
