@@ -22,7 +22,6 @@ from __future__ import annotations
 import functools
 import json
 import os
-import subprocess
 import time
 
 from absl import app, flags
@@ -42,7 +41,7 @@ flags.DEFINE_integer("gemm", 2048, "Side of the square matrix product that measu
 flags.DEFINE_integer("gemm_repeats", 5, "Timed products per library and dtype (best is used).")
 FLAGS = flags.FLAGS
 
-# (figure, path of its time in a vs_authors round, per how many documents)
+# (figure, where a vs_authors round keeps its time)
 FIGURES = (("compile_b1", ("compile", "latency_b1_s")),
            ("compile_bN", ("compile", "latency_bN_s")),
            ("prefill", ("compile", "prefill_floor_b1_s")),
@@ -91,9 +90,7 @@ def their_flops() -> dict[str, int] | None:
   cmd = [FLAGS.their_python, script, f"--harness={FLAGS.harness}", f"--config={FLAGS.config}",
          f"--t_doc={FLAGS.t_doc}", f"--t_conv={FLAGS.t_conv}",
          f"--compile_batch={FLAGS.compile_batch}", f"--threads={FLAGS.threads}"]
-  out = subprocess.run(cmd, env={**os.environ, "LATENTSKILL_SRC": FLAGS.src},
-                       capture_output=True, text=True, check=True)
-  return vs_authors._last_json(out.stdout)["flops"]
+  return vs_authors._run(cmd, {**os.environ, "LATENTSKILL_SRC": FLAGS.src})["flops"]
 
 
 def _best_rate(fn, flops: float) -> float:
