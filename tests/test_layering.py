@@ -10,7 +10,7 @@ ROOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
 
 # Rank of each room (docs/architecture.md): a module may import its own room and lower ranks.
 RANKS = {
-    "io": 0, "sharding": 0,
+    "io": 0, "sharding": 0, "flops": 0,
     "weights": 1,
     "backbone": 2,
     "data": 3, "envs": 3,
