@@ -19,6 +19,7 @@ therefore run.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import os
@@ -31,6 +32,7 @@ import numpy as np
 
 from benchmarks import at_preset, presets, vs_authors  # noqa: F401  (shared flags)
 from benchmarks.common import machine, prefill_last
+from lskill_jax.backbone import model
 from lskill_jax.compiler import hypernet
 from lskill_jax.flops import function_flops
 from lskill_jax.training import optimizer as optim
@@ -48,10 +50,10 @@ FIGURES = (("compile_b1", ("compile", "latency_b1_s")),
            ("step", ("train", "step_s")))
 
 
-def _step_flops(remat: bool, d1, conv) -> int:
-  spec, bp, params = presets.build(FLAGS.config, remat=remat)
+def _step_flops(spec, bp, params, remat: bool, d1, conv) -> int:
+  spec = dataclasses.replace(spec, remat=remat)
   opt, sched = optim.make(1e-4, 10, 10_000)
-  state = TrainState(jnp.int32(0), params, opt.init(params))
+  state = TrainState(jnp.int32(0), params, jax.eval_shape(opt.init, params))
   batch = {"doc_tokens": d1, "doc_mask": d1, "tokens": conv, "segment_ids": conv,
            "weights": jax.ShapeDtypeStruct(conv.shape, jnp.float32)}
   step = functools.partial(train_step_jit, spec=spec, cfg=StepConfig(remat=remat, loss_chunk=512),
@@ -65,7 +67,10 @@ def our_flops() -> dict[str, int]:
   "step" is the step without rematerialisation (the products it needs); "step_as_run" is the
   step as benchmarks.at_preset times it (--remat, on by default), recomputation included.
   """
-  spec, bp, params = presets.build(FLAGS.config, remat=False)
+  spec = presets.spec(FLAGS.config, remat=False)
+  key = jax.random.PRNGKey(0)  # only the params' shapes are needed: nothing is allocated
+  bp, params = jax.eval_shape(lambda: (model.init_params(key, spec.backbone),
+                                       hypernet.init(key, spec)))
   tok = lambda b, t: jax.ShapeDtypeStruct((b, t), jnp.int32)
   d1, dN, conv = tok(1, FLAGS.t_doc), tok(FLAGS.compile_batch, FLAGS.t_doc), tok(1, FLAGS.t_conv)
   comp = lambda p, b, t: hypernet.compile_lora(p, b, t, jnp.ones(t.shape, jnp.int32), spec=spec)
@@ -79,8 +84,8 @@ def our_flops() -> dict[str, int]:
           "encode": function_flops(enc, params, bp, d1),
           "generator": function_flops(gen, params, states),
           "prefill": function_flops(lambda b, t: prefill_last(b, spec.backbone, t), bp, d1),
-          "step": _step_flops(False, d1, conv),
-          "step_as_run": _step_flops(FLAGS.remat, d1, conv)}
+          "step": _step_flops(spec, bp, params, False, d1, conv),
+          "step_as_run": _step_flops(spec, bp, params, FLAGS.remat, d1, conv)}
 
 
 def their_flops() -> dict[str, int] | None:
