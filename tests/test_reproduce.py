@@ -146,9 +146,10 @@ def test_wilson_interval():
   assert lo == 0 and 0 < hi < 15
 
 
-def _rep(rates, prefill, n=40):
+def _rep(rates, prefill, n=40, fallbacks=None):
   rows = {m: {"average": {"n": n, "success": r * n / 100, "rate": r}, "by_type": {},
-              "prefill_per_step": prefill[m], "decode_per_step": 10, "context_per_step": 0}
+              "prefill_per_step": prefill[m], "decode_per_step": 10, "context_per_step": 0,
+              "fallbacks_per_step": (fallbacks or {}).get(m)}
           for m, r in rates.items()}
   return {"tables": {"test": rows}}
 
@@ -162,6 +163,19 @@ def test_reading_is_computed_from_the_numbers():
   assert "fewer prefill tokens? yes" in lines and "clearly beats in-context" in lines
   assert "no: beats 0 of 1" in lines and "does not beat latent_nonsense" in lines
   assert "all its controls in 0 of 1" in lines and "does not come from the skill's content" in lines
+
+
+def test_usable_actions_are_read_and_tabled_when_no_episode_succeeds():
+  agents = {"alfworld": {
+      "modes": _rep({"incontext": 0.0, "latent": 0.0}, {"incontext": 900, "latent": 300},
+                    fallbacks={"incontext": 1.0, "latent": 0.25}),
+      "latent_empty": _rep({"latent": 0.0}, {"latent": 300}, fallbacks={"latent": 0.5}),
+  }}
+  lines = "\n".join(report.reading(agents))
+  assert "usable action: latent 75.0, incontext 0.0, latent_empty 50.0." in lines
+  table = report.comparison_table("alfworld", report._rows(agents["alfworld"], "test"), "test")
+  assert "Valid action %" in table.splitlines()[0]
+  assert table.splitlines()[2].split("|")[-2].strip() == "0.0"  # in-context: every step fell back
 
 
 def test_plain_lora_loss_falls():

@@ -206,8 +206,14 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Arr
 # ----------------------------------------------------------------------------- decoder
 
 
-def _layer(cfg: BackboneConfig, h, lp, lora, coef, cos, sin, mask, cache_kv, cache_index):
-  """One decoder layer. Returns (h, (k, v)) where k/v are the (updated) cache of this layer."""
+def _layer(cfg: BackboneConfig, h, lp, lora, coef, cos, sin, mask, cache, cache_index):
+  """One decoder layer. Returns (h, cache).
+
+  cache: None, or (k_all, v_all, layer): the stacked [L, B, S, Nkv, D] buffers and this
+  layer's index. The new keys/values are written straight into the stacked buffers, which
+  XLA then updates in place; writing them into a copy of the layer's slice first and that
+  slice back into the stack made every decode step rewrite the whole cache twice.
+  """
   B, T, _ = h.shape
   lora = lora or {}
   x = rms_norm(h, lp["attn_norm"], cfg.rms_norm_eps)
@@ -219,10 +225,13 @@ def _layer(cfg: BackboneConfig, h, lp, lora, coef, cos, sin, mask, cache_kv, cac
     k = rms_norm(k, lp["k_norm"], cfg.rms_norm_eps)
   q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
   q = constrain(q, ("batch", "act_seq", "act_heads", None))
-  if cache_kv is not None:
-    ck, cv = cache_kv
-    k = jax.lax.dynamic_update_slice(ck, k.astype(ck.dtype), (0, cache_index, 0, 0))
-    v = jax.lax.dynamic_update_slice(cv, v.astype(cv.dtype), (0, cache_index, 0, 0))
+  if cache is not None:
+    k_all, v_all, layer = cache
+    at = (layer, 0, cache_index, 0, 0)
+    k_all = jax.lax.dynamic_update_slice(k_all, k[None].astype(k_all.dtype), at)
+    v_all = jax.lax.dynamic_update_slice(v_all, v[None].astype(v_all.dtype), at)
+    k, v = k_all[layer], v_all[layer]
+    cache = (k_all, v_all, layer)
   attn = attend(q, k, v, mask).reshape(B, T, cfg.q_dim)
   h = h + project(attn, lp["o"], lora.get("o"), coef)
   h = constrain(h, ("batch", "act_seq", "act_embed"))
@@ -232,7 +241,7 @@ def _layer(cfg: BackboneConfig, h, lp, lora, coef, cos, sin, mask, cache_kv, cac
   act = constrain(jax.nn.silu(gate) * up, ("batch", "act_seq", "act_mlp"))
   h = h + project(act, lp["down"], lora.get("down"), coef)
   h = constrain(h, ("batch", "act_seq", "act_embed"))
-  return h, (k, v)
+  return h, cache
 
 
 def decode_layers(params: Params, cfg: BackboneConfig, h: jax.Array, *,
@@ -262,14 +271,11 @@ def decode_layers(params: Params, cfg: BackboneConfig, h: jax.Array, *,
   def body(carry, xs):
     h, ck_all, cv_all = carry
     lp, lora_l, idx = xs
-    cache_kv = None
-    if ck_all is not None:
-      cache_kv = (ck_all[idx], cv_all[idx])
-    h, (k, v) = _layer(cfg, h, lp, lora_l, lora_coef, cos, sin, mask, cache_kv, cache_index)
-    if ck_all is not None:
-      # In-place write of this layer's cache into the carried [L, ...] buffer.
-      ck_all = jax.lax.dynamic_update_index_in_dim(ck_all, k, idx, 0)
-      cv_all = jax.lax.dynamic_update_index_in_dim(cv_all, v, idx, 0)
+    layer_cache = (ck_all, cv_all, idx) if ck_all is not None else None
+    h, layer_cache = _layer(cfg, h, lp, lora_l, lora_coef, cos, sin, mask, layer_cache,
+                            cache_index)
+    if layer_cache is not None:
+      ck_all, cv_all, _ = layer_cache
     out = h[:, T - collect_last:] if collect_last else None
     return (h, ck_all, cv_all), out
 

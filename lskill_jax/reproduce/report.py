@@ -81,7 +81,8 @@ def comparison_table(env: str, rows: Mapping[str, dict], split: str,
   """The paper's table layout: per-type rates, average with its interval, tokens per step."""
   columns = ALFWORLD_COLUMNS if env == "alfworld" else SEARCHQA_COLUMNS
   head = [name for _, name in columns] + ["Avg [95% CI]", "n", "Prefill tok/step",
-                                          "Decode tok/step", "Skill/demo tok/step"]
+                                          "Decode tok/step", "Skill/demo tok/step",
+                                          "Valid action %"]
   if paper is not None:
     head.append("Paper (Qwen3-8B)")
   lines = ["| Condition | " + " | ".join(head) + " |", "|---|" + "---:|" * len(head)]
@@ -89,11 +90,19 @@ def comparison_table(env: str, rows: Mapping[str, dict], split: str,
     cells = [format_percent(row["by_type"].get(t, {}).get("rate")) for t, _ in columns]
     cells += [_rate_cell(row["average"]), str(row["average"]["n"]),
               format_number(row["prefill_per_step"]), format_number(row["decode_per_step"]),
-              format_number(row["context_per_step"])]
+              format_number(row["context_per_step"]), format_percent(valid_action_rate(row))]
     if paper is not None:
       cells.append(format_percent(paper.get(cond)))
     lines.append(f"| {cond} | " + " | ".join(cells) + " |")
   return "\n".join(lines)
+
+
+def valid_action_rate(row: Mapping) -> float | None:
+  """Percent of steps whose output was a usable action (an admissible ALFWorld command, a
+  well-formed Search-QA call): at a scale where few episodes succeed, this is where an
+  adapter's effect on the agent shows first."""
+  f = row.get("fallbacks_per_step")
+  return None if f is None else 100.0 * (1.0 - f)
 
 
 def _split_title(env: str, split: str) -> str:
@@ -150,6 +159,10 @@ def reading(agents: Mapping[str, Mapping]) -> list[str]:
         lines.append(f"  * Does latent beat its own controls? {verdict}. "
                      + "; ".join(t for t, _ in results_c) + ".")
         wins_controls += len(beaten) == len(controls)
+      valid = {c: valid_action_rate(rows[c]) for c in ["latent", "incontext", *controls]}
+      if any(v is not None for v in valid.values()):
+        lines.append("  * Steps with a usable action: " + ", ".join(
+            f"{c} {format_percent(v)}" for c, v in valid.items()) + ".")
   if not lines:
     return ["* No latent and in-context results to compare."]
   lines += ["", f"Closing note: {_closing(cases, wins_incontext, wins_controls)}"]
