@@ -1,7 +1,7 @@
 """Prefill and decode throughput of the backbone port vs transformers (PyTorch), same run.
 
   python -m benchmarks.backbone [--model=smollm2-135m] [--prompt_len=512] [--new_tokens=64] \
-      [--attn=sdpa]
+      [--attn=sdpa] [--prefill_batches=1,8] [--decode_prompt_len=1024]
 
 Prints tokens/s for each engine and the ratio ours / torch, with the machine, the torch and
 transformers versions, the attention implementation the peer actually ran and its weights'
@@ -29,7 +29,10 @@ from lskill_jax.backbone.loading import resolve_source
 flags.DEFINE_string("model", "smollm2-135m", "Backbone (GGUF path, HF dir, or embedded name).")
 flags.DEFINE_integer("prompt_len", 512, "Prefill length.")
 flags.DEFINE_integer("new_tokens", 64, "Decode steps.")
+flags.DEFINE_list("prefill_batches", ["1"], "Batch sizes for prefill.")
 flags.DEFINE_list("decode_batches", ["1", "8"], "Batch sizes for decode.")
+flags.DEFINE_integer("decode_prompt_len", 32, "Prompt length before the timed decode steps (the "
+                     "KV cache they read grows with it; an agent's prompts are ~500-1500).")
 flags.DEFINE_integer("repeats", 3, "Timed repeats (best is reported).")
 flags.DEFINE_enum("dtype", "float32", ["float32", "bfloat16"], "Weights dtype for both engines.")
 flags.DEFINE_enum("attn", "sdpa", ["sdpa", "eager"], "transformers attention implementation.")
@@ -60,15 +63,18 @@ def main(argv):
   rng = np.random.RandomState(0)
   rows = []
 
-  prompt = rng.randint(0, V, (1, P)).astype(np.int32)
   prefill = jax.jit(functools.partial(prefill_last, cfg=bb.config))
-  ours = best_of(lambda: jax.block_until_ready(prefill(bb.params, tokens=prompt)), FLAGS.repeats)
-  with torch.inference_mode():
-    theirs = best_of(lambda: tm(torch.tensor(prompt), logits_to_keep=1), FLAGS.repeats)
-  rows.append(("prefill", 1, P / ours, P / theirs))
+  for b in (int(x) for x in FLAGS.prefill_batches):
+    prompt = rng.randint(0, V, (b, P)).astype(np.int32)
+    ours = best_of(lambda: jax.block_until_ready(prefill(bb.params, tokens=prompt)),
+                   FLAGS.repeats)
+    with torch.inference_mode():
+      theirs = best_of(lambda: tm(torch.tensor(prompt), logits_to_keep=1), FLAGS.repeats)
+    rows.append(("prefill", b, b * P / ours, b * P / theirs))
 
+  D = FLAGS.decode_prompt_len
   for b in (int(x) for x in FLAGS.decode_batches):
-    prompts = rng.randint(0, V, (b, 32))
+    prompts = rng.randint(0, V, (b, D))
 
     def ours_gen(n):
       return lambda: lsj.generate_ids(bb, prompts.tolist(), max_new_tokens=n, stop_ids=())
@@ -88,7 +94,8 @@ def main(argv):
   peer = (f"torch {torch.__version__} ({torch.get_num_threads()} threads), transformers "
           f"{transformers.__version__}, attention {tm.config._attn_implementation}")
   print(f"machine: {machine()}; {peer}")
-  print(f"model: {FLAGS.model} ({FLAGS.dtype}), prompt {P}, decode {N} tokens after a 32-token prompt")
+  print(f"model: {FLAGS.model} ({FLAGS.dtype}), prompt {P}, decode {N} tokens after a "
+        f"{D}-token prompt")
   print(f"{'phase':8s} {'batch':>5s} {'ours tok/s':>11s} {'torch tok/s':>12s} {'ours/torch':>10s}")
   for phase, b, o, t in rows:
     print(f"{phase:8s} {b:5d} {o:11.1f} {t:12.1f} {o / t:10.2f}")

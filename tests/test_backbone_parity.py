@@ -91,6 +91,28 @@ def test_packed_batch_matches_separate_sequences(pair, rng):
       start += n
 
 
+def test_long_padded_packed_rows_cross_the_causal_blocks(pair, rng):
+  """Rows longer than the causal-attention block, one left-padded and one packed, so every
+  block boundary of `attend_causal` (and a ragged last block) is checked against
+  transformers."""
+  from lskill_jax.backbone import model
+  ref, bb = pair
+  T = 2 * model.CAUSAL_BLOCK + 37
+  pad = 45
+  tokens = rng.randint(0, bb.config.vocab_size, (2, T))
+  seg = np.ones((2, T), np.int32)
+  seg[0, :pad] = 0
+  tokens[0, :pad] = 0
+  cut = model.CAUSAL_BLOCK + 11  # a segment boundary inside a block
+  seg[1, cut:] = 2
+  ours = np.asarray(lsj.forward(bb, tokens, segment_ids=seg))
+  np.testing.assert_allclose(ours[0, pad:], _torch_logits(ref, tokens[:1, pad:])[0],
+                             atol=TOL, rtol=0)
+  for start, stop in ((0, cut), (cut, T)):
+    np.testing.assert_allclose(ours[1, start:stop],
+                               _torch_logits(ref, tokens[1:, start:stop])[0], atol=TOL, rtol=0)
+
+
 def test_bfloat16_runs_close(pair, rng):
   ref, bb = pair
   bb16 = lsj.load_backbone(bb.source, dtype="bfloat16")

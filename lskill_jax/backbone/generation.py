@@ -45,7 +45,7 @@ def generate_tokens(params, cfg: BackboneConfig, prompt: jax.Array, prompt_mask:
   seg = prompt_mask.astype(jnp.int32)
   positions = jnp.maximum(jnp.cumsum(seg, axis=1) - 1, 0)
   logits, cache = model.step_with_cache(params, cfg, prompt, positions, seg, cache,
-                                        jnp.int32(0), lora=lora, lora_coef=lora_coef)
+                                        0, lora=lora, lora_coef=lora_coef)
   key, sub = jax.random.split(key)
   first = sample_next(logits[:, -1], sub, temperature, top_p, greedy)
   next_pos = jnp.sum(seg, axis=1).astype(jnp.int32)

@@ -27,6 +27,8 @@ LoraTree = Mapping[str, Mapping[str, jax.Array]]
 
 
 _NEG_INF = -1e30  # finite, so fully masked (padding) rows stay NaN-free
+# Query block of causal self-attention (see attend_causal).
+CAUSAL_BLOCK = 128
 
 
 class KVCache(NamedTuple):
@@ -190,6 +192,23 @@ def attention_mask(q_slot, q_seg, k_seg) -> jax.Array:
   return causal & same & (k_seg[:, None, :] != 0)
 
 
+def attend_causal(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array,
+                  block: int = CAUSAL_BLOCK) -> jax.Array:
+  """`attend` for queries at slots [0, T) of keys that are causal by slot: query block
+  [i, i + block) only meets keys [0, i + block), so the fully masked upper blocks are
+  never computed (at T = 1024 and block 128, 56% of the score FLOPs and memory).
+
+  Equal to `attend` except on fully masked (padding) query rows, whose outputs are a mean
+  over fewer keys; no valid position reads them.
+  """
+  T = q.shape[1]
+  if T <= block:
+    return attend(q, k, v, mask)
+  outs = [attend(q[:, i:i + block], k[:, :i + block], v[:, :i + block],
+                 mask[:, i:i + block, :i + block]) for i in range(0, T, block)]
+  return jnp.concatenate(outs, axis=1)
+
+
 def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Array:
   """Grouped-query attention. q [B,T,Nq,D], k/v [B,S,Nkv,D], mask [B,T,S] -> [B,T,Nq,D]."""
   B, T, Nq, D = q.shape
@@ -206,8 +225,12 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Arr
 # ----------------------------------------------------------------------------- decoder
 
 
-def _layer(cfg: BackboneConfig, h, lp, lora, coef, cos, sin, mask, cache, cache_index):
+def _layer(cfg: BackboneConfig, h, lp, lora, coef, cos, sin, mask, cache, cache_index,
+           causal_from_zero: bool = False):
   """One decoder layer. Returns (h, cache).
+
+  causal_from_zero: the T queries sit at slots [0, T) and the mask is causal by slot
+  (a forward pass, or a prefill into an empty cache), so `attend_causal` may skip blocks.
 
   cache: None, or (k_all, v_all, layer): the stacked [L, B, S, Nkv, D] buffers and this
   layer's index. The new keys/values are written straight into the stacked buffers, which
@@ -232,7 +255,11 @@ def _layer(cfg: BackboneConfig, h, lp, lora, coef, cos, sin, mask, cache, cache_
     v_all = jax.lax.dynamic_update_slice(v_all, v[None].astype(v_all.dtype), at)
     k, v = k_all[layer], v_all[layer]
     cache = (k_all, v_all, layer)
-  attn = attend(q, k, v, mask).reshape(B, T, cfg.q_dim)
+  if causal_from_zero:
+    attn = attend_causal(q, k, v, mask)
+  else:
+    attn = attend(q, k, v, mask)
+  attn = attn.reshape(B, T, cfg.q_dim)
   h = h + project(attn, lp["o"], lora.get("o"), coef)
   h = constrain(h, ("batch", "act_seq", "act_embed"))
   x = rms_norm(h, lp["mlp_norm"], cfg.rms_norm_eps)
@@ -268,12 +295,15 @@ def decode_layers(params: Params, cfg: BackboneConfig, h: jax.Array, *,
     q_slot = cache_index + jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
     mask = attention_mask(q_slot, segment_ids, new_seg)
 
+  # A static 0 (not a traced index) is what lets a prefill skip the masked blocks.
+  causal_from_zero = cache is None or (isinstance(cache_index, int) and cache_index == 0)
+
   def body(carry, xs):
     h, ck_all, cv_all = carry
     lp, lora_l, idx = xs
     layer_cache = (ck_all, cv_all, idx) if ck_all is not None else None
     h, layer_cache = _layer(cfg, h, lp, lora_l, lora_coef, cos, sin, mask, layer_cache,
-                            cache_index)
+                            cache_index, causal_from_zero)
     if layer_cache is not None:
       ck_all, cv_all, _ = layer_cache
     out = h[:, T - collect_last:] if collect_last else None
@@ -333,7 +363,7 @@ def init_cache(cfg: BackboneConfig, batch: int, length: int, dtype) -> KVCache:
 
 def step_with_cache(params: Params, cfg: BackboneConfig, tokens: jax.Array,
                     positions: jax.Array, segment_ids: jax.Array, cache: KVCache,
-                    cache_index: jax.Array, *, lora: LoraTree | None = None,
+                    cache_index: jax.Array | int, *, lora: LoraTree | None = None,
                     lora_coef: jax.Array | float = 1.0, last_only: bool = True):
   """Prefill or decode: writes T tokens into the cache at cache_index; returns (logits, cache).
 
