@@ -226,7 +226,7 @@ def attend(q: jax.Array, k: jax.Array, v: jax.Array, mask: jax.Array) -> jax.Arr
 
 
 def _layer(cfg: BackboneConfig, h, lp, lora, coef, cos, sin, mask, cache, cache_index,
-           causal_from_zero: bool = False):
+           causal_from_zero: bool):
   """One decoder layer. Returns (h, cache).
 
   causal_from_zero: the T queries sit at slots [0, T) and the mask is causal by slot
